@@ -1,0 +1,35 @@
+# arnas-ray developer commands. `make quickstart` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install quickstart test lint bench report-screenshot clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	# test-time cross-check only: torchattacks pins requests 2.25, so no dependencies
+	$(PY) -m pip install -c constraints.txt --no-deps torchattacks==3.5.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(VENV)/bin/arnas-ray sweep run examples/quickstart.yaml --storage runs
+
+lint: $(STAMP)
+	$(PY) -m ruff check arnas_ray tests benchmarks examples
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+report-screenshot: $(STAMP)
+	$(PY) -m benchmarks.report_screenshot
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs
