@@ -1,0 +1,126 @@
+"""The DARTS-style supernet over a :class:`Layout`: one set of architecture weights per cell type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arnas_ray.space._mixed import FUSABLE, FusedMixedOp
+from arnas_ray.space.genotype import Genotype, derive_genotype
+from arnas_ray.space.layout import Layout
+from arnas_ray.space.ops import PRIMITIVES, FactorizedReduce, MixedOp, ReLUConvBN
+
+__all__ = ["Supernet", "stem"]
+
+ALPHA_PREFIX = "alphas."
+
+
+def stem(in_channels: int, C_stem: int) -> nn.Sequential:
+    """3x3 conv to ``C_stem`` channels + BN (DARTS CIFAR stem)."""
+    return nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell: two preprocessed inputs, ``steps`` nodes, each the sum of mixed ops
+    on all earlier states; output = concat of the last ``multiplier`` nodes."""
+
+    def __init__(self, C_pp: int, C_p: int, C: int, *, reduction: bool, reduction_prev: bool,
+                 primitives: Sequence[str], steps: int, multiplier: int, fused: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = (FactorizedReduce(C_pp, C, affine=False) if reduction_prev
+                            else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False))
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        self.steps, self.multiplier = steps, multiplier
+        op_cls = FusedMixedOp if fused else MixedOp
+        self._ops = nn.ModuleList(
+            op_cls(C, 2 if reduction and j < 2 else 1, primitives) for i in range(steps) for j in range(2 + i)
+        )
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            s = None
+            for j, h in enumerate(states):
+                t = self._ops[offset + j](h, weights[offset + j])
+                s = t if s is None else s + t
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self.multiplier:], dim=1)  # [N, multiplier*C, H, W]
+
+
+class Supernet(nn.Module):
+    """Weight-sharing supernet of an ARNAS search space.
+
+    Architecture parameters live in ``self.alphas`` (an ``nn.ParameterDict``, one ``[E, K]``
+    tensor per cell type of the layout, E = 14 edges for 4 nodes, K = number of primitives,
+    init ``1e-3 * randn``); everything else is a weight. Ops are non-affine, as in DARTS.
+
+    Args:
+        layout: cell placement and channel ratios.
+        C: base width (per-node channels of stage 0).
+        num_classes: classifier outputs.
+        cells: number of cells L (reductions at ``k L // S``).
+        primitives: op names, the alpha columns (default: the 7 ARNAS ops).
+        fused: use :class:`FusedMixedOp` (same mathematics, faster) when possible.
+
+    Example:
+        >>> net = Supernet(Layout.preset("arnas"), C=4, num_classes=10, cells=3)
+        >>> net(torch.rand(2, 3, 8, 8)).shape
+        torch.Size([2, 10])
+        >>> sorted(net.arch_parameters())
+        ['accurate', 'reduce', 'robust']
+    """
+
+    def __init__(self, layout: Layout, C: int, num_classes: int, cells: int, *,
+                 primitives: Sequence[str] = PRIMITIVES, steps: int = 4, multiplier: int = 4,
+                 stem_multiplier: int = 3, in_channels: int = 3, fused: bool = True):
+        super().__init__()
+        self.layout, self.C, self.num_classes, self.cells_n = layout, C, num_classes, cells
+        self.primitives = tuple(primitives)
+        self.steps, self.multiplier = steps, multiplier
+        fused = fused and set(self.primitives) <= FUSABLE
+        C_stem = stem_multiplier * C
+        self.stem = stem(in_channels, C_stem)
+        self.plan = layout.plan(cells, C)
+        C_pp, C_p = C_stem, C_stem
+        reduction_prev = False
+        self.cells = nn.ModuleList()
+        for p in self.plan:
+            self.cells.append(SearchCell(C_pp, C_p, p.width, reduction=p.reduction, reduction_prev=reduction_prev,
+                                         primitives=self.primitives, steps=steps, multiplier=multiplier, fused=fused))
+            reduction_prev = p.reduction
+            C_pp, C_p = C_p, multiplier * p.width
+        self.classifier = nn.Linear(C_p, num_classes)
+        n_edges = sum(2 + i for i in range(steps))
+        self.alphas = nn.ParameterDict({
+            t: nn.Parameter(1e-3 * torch.randn(n_edges, len(self.primitives))) for t in layout.cell_types
+        })
+        self._cell_types = [p.cell_type for p in self.plan]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}  # each [E, K]
+        s0 = s1 = self.stem(x)
+        for cell, ctype in zip(self.cells, self._cell_types):
+            s0, s1 = s1, cell(s0, s1, weights[ctype])
+        out = F.adaptive_avg_pool2d(s1, 1).flatten(1)  # [N, C_last]
+        return self.classifier(out)
+
+    def arch_parameters(self) -> dict[str, nn.Parameter]:
+        """Architecture parameters by cell type name."""
+        return dict(self.alphas.items())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith(ALPHA_PREFIX)]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(ALPHA_PREFIX)]
+
+    def genotype(self) -> Genotype:
+        """The discrete genotype by the DARTS rule."""
+        return derive_genotype(self.arch_parameters(), self.primitives, steps=self.steps,
+                               multiplier=self.multiplier)
