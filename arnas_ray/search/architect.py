@@ -7,27 +7,33 @@ Orders (DARTS):
 
 * ``first``: ``u_i = d f_i(w, a) / d a`` at the current weights.
 * ``second``: one unrolled weight step on the (adversarial) training batch,
-  ``w' = w - eta * (mu * buf + dL_train/dw + wd * w)``, computed ONCE and shared by both
-  objectives, then ``u_i = d_a f_i(w', a) - eta * H v_i`` with ``v_i = d f_i(w', a) / d w'`` and
-  the Hessian-vector product by central finite differences::
+  ``w' = w - eta * (mu * buf + dL_train(w, a)/dw + wd * w)``, computed ONCE and shared by
+  both objectives (the reference recomputes it per objective; the mathematics is the same),
+  then ``u_i = d_a f_i(w', a) - eta * H v_i`` with ``v_i = d f_i(w', a) / d w'`` and the
+  Hessian-vector product ``H v = d^2 L_train / (da dw) v`` by central finite differences::
 
       H v ~= ( d_a L_train(w + r v, a) - d_a L_train(w - r v, a) ) / (2 r),  r = 0.01 / ||v||
 
-* ``exact``: the same unrolled hypergradient by double backward (slow; used by tests).
+* ``exact``: ``d f_i(w'(a), a) / d a`` with the same unrolled ``w'(a)``, by double backward
+  (slow; the reference the tests compare ``second`` against).
 
 Strategies combine ``u_nat`` and ``u_adv`` into the update ``d``: ``mgda`` takes the min-norm
-point of their convex hull (:mod:`arnas_ray.search.mgda`), ``fixed`` a given weighting,
-``natural``/``adversarial`` one objective only (the other is not computed).
+point of their convex hull (:mod:`arnas_ray.search.mgda`), ``fixed`` ``w_nat u_nat + w_adv
+u_adv``, ``natural``/``adversarial`` one objective only (the other is not computed).
 
-All passes go through ``torch.func.functional_call`` with substituted parameters; nothing
-mutates ``p.data`` and the model's BN running statistics are not touched by these passes
-(they run on copies of the buffers). Only the gradients that are needed are requested, so e.g.
-the Hessian-vector passes compute no weight gradients.
+All passes go through ``torch.func.functional_call`` with substituted parameters: nothing
+mutates ``p.data``, and the model's BN running statistics are not touched by these passes
+(they run on a copy of the buffers; in train mode BN normalises with batch statistics, so the
+copy changes no result). Each pass asks autograd only for the gradients it needs: the
+unrolled pass for weight gradients, the Hessian-vector passes for alpha gradients only.
+A forward pass count per step (second order, two objectives): 1 unrolled + 2 validation +
+4 Hessian-vector = 7.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,13 +42,15 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from arnas_ray._config import check_choice
-from arnas_ray.search.config import ORDERS, STRATEGIES
+from arnas_ray.search.config import NORMALIZATIONS, ORDERS, STRATEGIES
 from arnas_ray.search.mgda import mgda_weights
 from arnas_ray.space.supernet import ALPHA_PREFIX
 
 __all__ = ["ArchBatch", "ArchStats", "Architect"]
 
-_R = 0.01  # finite-difference radius numerator (DARTS, ARNAS)
+_R = 0.01  # finite-difference radius numerator (DARTS, ARNAS): r = _R / ||v||
+
+Grads = list[Tensor]
 
 
 @dataclass
@@ -63,9 +71,21 @@ class ArchBatch:
 
 @dataclass
 class ArchStats:
-    gamma: Tensor  # weight of the natural objective in the combined update (0-d tensor)
-    loss_nat: Tensor | None
-    loss_adv: Tensor | None
+    """What one architecture step computed (0-d tensors; no host sync was made)."""
+
+    gamma: Tensor  # weight of the natural objective in the combined update
+    loss_nat: Tensor | None  # natural objective f1 (None when not computed)
+    loss_adv: Tensor | None  # adversarial objective f2 = adv_coef * CE (None when not computed)
+    grad_norm: Tensor  # L2 norm of the combined update direction (non-finite: divergence)
+
+
+def _grad(loss: Tensor, inputs: Sequence[Tensor], *, create_graph: bool = False,
+          retain_graph: bool | None = None) -> Grads:
+    """``torch.autograd.grad`` with zeros for inputs the loss does not use (e.g. the alphas of
+    a cell type absent from a tiny layout)."""
+    return list(torch.autograd.grad(loss, list(inputs), create_graph=create_graph,
+                                    retain_graph=retain_graph, allow_unused=True,
+                                    materialize_grads=True))
 
 
 class Architect:
@@ -73,22 +93,37 @@ class Architect:
 
     Args:
         model: the supernet (alphas are its ``alphas.*`` parameters).
-        order, strategy: see the module docstring.
+        order: ``first``, ``second`` or ``exact`` (module docstring).
+        strategy: ``mgda``, ``fixed``, ``natural`` or ``adversarial``.
         adv_coef: scale of the adversarial objective.
         fixed_weights: ``(w_nat, w_adv)`` for ``strategy="fixed"``.
         normalization: MGDA gradient normalisation (``none``, ``l2``, ``loss``, ``loss+``).
-        lr, betas, weight_decay: Adam on the alphas (ARNAS: 3e-4, (0.5, 0.999), 1e-3).
-        w_momentum, w_weight_decay: the weight optimiser's momentum and decay (unrolled step).
+        lr: Adam learning rate of the alphas (ARNAS: 3e-4).
+        betas: Adam betas (ARNAS: (0.5, 0.999)).
+        weight_decay: Adam weight decay (ARNAS: 1e-3).
+        w_momentum: the weight optimiser's momentum (for the unrolled step).
+        w_weight_decay: the weight optimiser's weight decay (for the unrolled step).
         autocast: a context-manager factory wrapping forward passes (mixed precision) or None.
+
+    Example:
+        >>> from arnas_ray.space import Layout, Supernet
+        >>> net = Supernet(Layout.preset("arnas"), C=4, num_classes=10, cells=4)
+        >>> arch = Architect(net, order="second", strategy="mgda")
+        >>> x, y = torch.rand(4, 3, 8, 8), torch.randint(0, 10, (4,))
+        >>> stats = arch.step(ArchBatch(x, y, x, y, x), eta=0.025)
+        >>> 0.0 <= float(stats.gamma) <= 1.0
+        True
     """
 
     def __init__(self, model: nn.Module, *, order: str = "second", strategy: str = "mgda",
                  adv_coef: float = 0.1, fixed_weights: tuple[float, float] = (1.0, 1.0),
-                 normalization: str = "none", lr: float = 3e-4, betas: tuple[float, float] = (0.5, 0.999),
-                 weight_decay: float = 1e-3, w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
-                 autocast=None):
+                 normalization: str = "none", lr: float = 3e-4,
+                 betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3,
+                 w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
+                 autocast: Callable[[], contextlib.AbstractContextManager[None]] | None = None):
         check_choice(order, ORDERS, "order")
         check_choice(strategy, STRATEGIES, "strategy")
+        check_choice(normalization, NORMALIZATIONS, "normalization")
         self.model = model
         self.order, self.strategy = order, strategy
         self.adv_coef, self.fixed_weights, self.normalization = adv_coef, fixed_weights, normalization
@@ -99,25 +134,28 @@ class Architect:
         self.alphas = [p for n, p in named if n.startswith(ALPHA_PREFIX)]
         self.weight_names = [n for n, _ in named if not n.startswith(ALPHA_PREFIX)]
         self.weights = [p for n, p in named if not n.startswith(ALPHA_PREFIX)]
+        if not self.alphas:
+            raise ValueError(f"the model has no architecture parameters (names starting with {ALPHA_PREFIX!r})")
         self.optimizer = torch.optim.Adam(self.alphas, lr=lr, betas=betas, weight_decay=weight_decay)
 
     # ---- functional passes ------------------------------------------------------------
     def _loss(self, weights: Sequence[Tensor], alphas: Sequence[Tensor], x: Tensor, y: Tensor,
               buffers: dict[str, Tensor]) -> Tensor:
+        """Mean CE of the model with the given weights, alphas and (copied) buffers."""
         params = dict(zip(self.weight_names, weights))
         params.update(zip(self.alpha_names, alphas))
         params.update(buffers)
-        if self._autocast is None:
+        ctx = self._autocast() if self._autocast is not None else contextlib.nullcontext()
+        with ctx:
             logits = functional_call(self.model, params, (x,))
-        else:
-            with self._autocast():
-                logits = functional_call(self.model, params, (x,))
         return F.cross_entropy(logits.float(), y)
 
     def _buffers(self) -> dict[str, Tensor]:
         return {n: b.clone() for n, b in self.model.named_buffers()}
 
-    def _objectives(self, strategy: str) -> tuple[bool, bool]:
+    def objectives(self, strategy: str | None = None) -> tuple[bool, bool]:
+        """Which of (natural, adversarial) the strategy needs."""
+        strategy = strategy or self.strategy
         if strategy == "natural":
             return True, False
         if strategy == "adversarial":
@@ -126,76 +164,10 @@ class Architect:
             return self.fixed_weights[0] > 0, self.fixed_weights[1] > 0
         return True, True
 
-    def hypergradients(self, batch: ArchBatch, *, eta: float, w_optimizer: torch.optim.Optimizer | None = None,
-                       strategy: str | None = None) -> tuple[list[list[Tensor] | None], list[Tensor | None]]:
-        """Per-objective hypergradients ``[u_nat, u_adv]`` (each a list shaped like the alphas,
-        or ``None`` when that objective is not needed) and the validation losses."""
-        strategy = strategy or self.strategy
-        want_nat, want_adv = self._objectives(strategy)
-        if want_adv and batch.x_val_adv is None:
-            raise ValueError("the adversarial objective needs ArchBatch.x_val_adv")
-        objectives: list[tuple[Tensor, float] | None] = [
-            (batch.x_val, 1.0) if want_nat else None,
-            (batch.x_val_adv, self.adv_coef) if want_adv else None,  # type: ignore[list-item]
-        ]
-        alphas = self.alphas
-        w = [p.detach() for p in self.weights]
-        buffers = self._buffers()
-        us: list[list[Tensor] | None] = [None, None]
-        losses: list[Tensor | None] = [None, None]
+    _objectives = objectives  # backwards-compatible private name
 
-        if self.order == "first":
-            for i, obj in enumerate(objectives):
-                if obj is None:
-                    continue
-                x, coef = obj
-                loss = self._loss(w, alphas, x, batch.y_val, buffers) * coef
-                us[i] = list(torch.autograd.grad(loss, alphas))
-                losses[i] = loss.detach()
-            return us, losses
-
-        moment = self._momentum(w_optimizer)
-        if self.order == "exact":
-            w_req = w  # weights are constants; alphas carry the graph
-            loss_tr = self._loss(w_req, alphas, batch.x_train, batch.y_train, buffers)
-            g_w = torch.autograd.grad(loss_tr, self.weights_for_grad(w_req), create_graph=True)
-            unrolled = [p - eta * (m + g + self.w_weight_decay * p) for p, m, g in zip(w, moment, g_w)]
-            for i, obj in enumerate(objectives):
-                if obj is None:
-                    continue
-                x, coef = obj
-                loss = self._loss(unrolled, alphas, x, batch.y_val, buffers) * coef
-                us[i] = list(torch.autograd.grad(loss, alphas, retain_graph=True))
-                losses[i] = loss.detach()
-            return us, losses
-
-        # second order: shared unrolled weights (one pass, weight gradients only)
-        w_leaf = [p.requires_grad_(True) for p in (t.detach() for t in w)]
-        loss_tr = self._loss(w_leaf, [a.detach() for a in alphas], batch.x_train, batch.y_train, buffers)
-        g_w = torch.autograd.grad(loss_tr, w_leaf)
-        with torch.no_grad():
-            unrolled = [p - eta * (m + g + self.w_weight_decay * p) for p, m, g in zip(w, moment, g_w)]
-        unrolled = [p.requires_grad_(True) for p in unrolled]
-        n_a = len(alphas)
-        for i, obj in enumerate(objectives):
-            if obj is None:
-                continue
-            x, coef = obj
-            loss = self._loss(unrolled, alphas, x, batch.y_val, buffers) * coef
-            grads = torch.autograd.grad(loss, list(alphas) + unrolled)
-            d_alpha, v = grads[:n_a], grads[n_a:]
-            implicit = self._hessian_vector(w, v, batch, buffers)
-            us[i] = [da - eta * h for da, h in zip(d_alpha, implicit)]
-            losses[i] = loss.detach()
-        return us, losses
-
-    @staticmethod
-    def weights_for_grad(w: list[Tensor]) -> list[Tensor]:
-        for p in w:
-            p.requires_grad_(True)
-        return w
-
-    def _momentum(self, w_optimizer: torch.optim.Optimizer | None) -> list[Tensor]:
+    def _momentum(self, w_optimizer: torch.optim.Optimizer | None) -> Grads:
+        """``mu * buf`` of the weight optimiser (zeros before its first step)."""
         out = []
         for p in self.weights:
             buf = None
@@ -204,45 +176,150 @@ class Architect:
             out.append(torch.zeros_like(p) if buf is None else buf.detach() * self.w_momentum)
         return out
 
-    def _hessian_vector(self, w: list[Tensor], v: Sequence[Tensor], batch: ArchBatch,
-                        buffers: dict[str, Tensor]) -> list[Tensor]:
-        """(d_a L_train(w + r v) - d_a L_train(w - r v)) / (2 r), r = 0.01 / ||v||."""
-        norm = torch.sqrt(sum((t.float() ** 2).sum() for t in v))
-        r = _R / norm.clamp_min(1e-30)
+    def unrolled_weights(self, batch: ArchBatch, *, eta: float,
+                         w_optimizer: torch.optim.Optimizer | None = None,
+                         buffers: dict[str, Tensor] | None = None) -> Grads:
+        """``w' = w - eta * (mu * buf + dL_train/dw + wd * w)`` (detached), one weight-gradient
+        pass on the training batch with the alphas held constant."""
+        buffers = self._buffers() if buffers is None else buffers
+        w_leaf = [p.detach().requires_grad_(True) for p in self.weights]
+        loss_tr = self._loss(w_leaf, [a.detach() for a in self.alphas], batch.x_train, batch.y_train,
+                             buffers)
+        g_w = _grad(loss_tr, w_leaf)
+        w = [p.detach() for p in self.weights]
+        with torch.no_grad():
+            # the reference's order: theta - eta * (moment + (grad + wd * theta))
+            d = torch._foreach_add(g_w, w, alpha=self.w_weight_decay)
+            d = torch._foreach_add(self._momentum(w_optimizer), d)
+            return list(torch._foreach_add(w, d, alpha=-eta))
+
+    def hypergradients(self, batch: ArchBatch, *, eta: float,
+                       w_optimizer: torch.optim.Optimizer | None = None,
+                       strategy: str | None = None) -> tuple[list[Grads | None], list[Tensor | None]]:
+        """Per-objective hypergradients and validation losses.
+
+        Args:
+            batch: training, validation and adversarial validation inputs.
+            eta: the weight learning rate of the unrolled step (second / exact order).
+            w_optimizer: the weight SGD optimiser, whose momentum buffers enter the unrolled
+                step (None: no momentum yet).
+            strategy: overrides the architect's strategy (e.g. adversarial warm-up).
+
+        Returns:
+            ``([u_nat, u_adv], [f1, f2])``: each ``u`` a list shaped like the alphas, and the
+            detached objective values; ``None`` where the strategy does not need an objective.
+
+        Raises:
+            ValueError: the adversarial objective is needed but ``batch.x_val_adv`` is None.
+        """
+        want_nat, want_adv = self.objectives(strategy)
+        if want_adv and batch.x_val_adv is None:
+            raise ValueError("the adversarial objective needs ArchBatch.x_val_adv")
+        objectives: list[tuple[Tensor, float] | None] = [
+            (batch.x_val, 1.0) if want_nat else None,
+            (batch.x_val_adv, self.adv_coef) if want_adv else None,  # type: ignore[list-item]
+        ]
+        alphas = self.alphas
+        buffers = self._buffers()
+        us: list[Grads | None] = [None, None]
+        losses: list[Tensor | None] = [None, None]
+
+        if self.order == "first":
+            w = [p.detach() for p in self.weights]
+            for i, obj in enumerate(objectives):
+                if obj is not None:
+                    loss = self._loss(w, alphas, obj[0], batch.y_val, buffers) * obj[1]
+                    us[i], losses[i] = _grad(loss, alphas), loss.detach()
+            return us, losses
+
+        if self.order == "exact":
+            w_leaf = [p.detach().requires_grad_(True) for p in self.weights]
+            loss_tr = self._loss(w_leaf, alphas, batch.x_train, batch.y_train, buffers)
+            g_w = _grad(loss_tr, w_leaf, create_graph=True)  # depends on the alphas
+            moment = self._momentum(w_optimizer)
+            unrolled = [p.detach() - eta * (m + (g + self.w_weight_decay * p.detach()))
+                        for p, m, g in zip(w_leaf, moment, g_w)]
+            for i, obj in enumerate(objectives):
+                if obj is not None:
+                    loss = self._loss(unrolled, alphas, obj[0], batch.y_val, buffers) * obj[1]
+                    us[i], losses[i] = _grad(loss, alphas, retain_graph=True), loss.detach()
+            return us, losses
+
+        # second order: the unrolled weights, once for both objectives
+        unrolled = [p.requires_grad_(True) for p in self.unrolled_weights(
+            batch, eta=eta, w_optimizer=w_optimizer, buffers=buffers)]
+        n_a = len(alphas)
+        w = [p.detach() for p in self.weights]
+        for i, obj in enumerate(objectives):
+            if obj is None:
+                continue
+            loss = self._loss(unrolled, alphas, obj[0], batch.y_val, buffers) * obj[1]
+            grads = _grad(loss, list(alphas) + unrolled)
+            d_alpha, v = grads[:n_a], grads[n_a:]
+            implicit = self._hessian_vector(w, v, batch, buffers)
+            us[i] = list(torch._foreach_add(d_alpha, implicit, alpha=-eta))
+            losses[i] = loss.detach()
+        return us, losses
+
+    def _hessian_vector(self, w: Sequence[Tensor], v: Sequence[Tensor], batch: ArchBatch,
+                        buffers: dict[str, Tensor]) -> Grads:
+        """``(d_a L_train(w + r v) - d_a L_train(w - r v)) / (2 r)``, ``r = 0.01 / ||v||``.
+
+        Two passes that ask only for the alpha gradients (the shifted weights are constants,
+        so no weight gradient is computed). A zero ``v`` gives a zero product.
+        """
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(v))))
+        r = _R / norm.clamp_min(1e-30)  # 0-d tensor, no host sync
         grads = []
-        for sign in (1.0, -1.0):
-            with torch.no_grad():
-                shifted = [p + (sign * r).to(p.dtype) * vi for p, vi in zip(w, v)]
-            loss = self._loss(shifted, self.alphas, batch.x_train, batch.y_train, buffers)
-            grads.append(torch.autograd.grad(loss, self.alphas))
-        return [(gp - gm) / (2 * r).to(gp.dtype) for gp, gm in zip(*grads)]
+        with torch.no_grad():
+            rv = torch._foreach_mul(list(v), r)
+            shifted = [torch._foreach_add(list(w), rv), torch._foreach_sub(list(w), rv)]
+        for ws in shifted:
+            loss = self._loss(ws, self.alphas, batch.x_train, batch.y_train, buffers)
+            grads.append(_grad(loss, self.alphas))
+        diff = torch._foreach_sub(grads[0], grads[1])
+        return list(torch._foreach_div(diff, 2 * r))
 
     # ---- combination and update -------------------------------------------------------
-    def combine(self, us: list[list[Tensor] | None], losses: list[Tensor | None],
-                strategy: str | None = None) -> tuple[list[Tensor], Tensor]:
-        """The update direction (shaped like the alphas) and gamma (weight of u_nat)."""
+    def combine(self, us: list[Grads | None], losses: list[Tensor | None],
+                strategy: str | None = None) -> tuple[Grads, Tensor]:
+        """The update direction (shaped like the alphas) and gamma (weight of ``u_nat``)."""
         strategy = strategy or self.strategy
         u_nat, u_adv = us
         ref = self.alphas[0]
-        if strategy == "natural" or (strategy == "fixed" and u_adv is None):
-            scale = 1.0 if strategy == "natural" else self.fixed_weights[0]
-            return [scale * g for g in u_nat], ref.new_ones(())  # type: ignore[union-attr]
-        if strategy == "adversarial" or (strategy == "fixed" and u_nat is None):
-            scale = 1.0 if strategy == "adversarial" else self.fixed_weights[1]
-            return [scale * g for g in u_adv], ref.new_zeros(())  # type: ignore[union-attr]
-        assert u_nat is not None and u_adv is not None
         if strategy == "fixed":
             a, b = self.fixed_weights
             gamma = ref.new_tensor(a / (a + b))
+            if u_adv is None:
+                return [a * g for g in u_nat], gamma  # type: ignore[union-attr]
+            if u_nat is None:
+                return [b * g for g in u_adv], gamma
             return [a * g1 + b * g2 for g1, g2 in zip(u_nat, u_adv)], gamma
-        flat = [torch.cat([g.reshape(-1) for g in u]) for u in (u_nat, u_adv)]
-        wts = mgda_weights(flat, losses=[lo for lo in losses if lo is not None], normalization=self.normalization)
+        if strategy == "natural":
+            return list(u_nat), ref.new_ones(())  # type: ignore[arg-type]
+        if strategy == "adversarial":
+            return list(u_adv), ref.new_zeros(())  # type: ignore[arg-type]
+        if u_nat is None or u_adv is None:
+            raise ValueError("strategy 'mgda' needs both hypergradients")
+        flat = [torch.cat([g.reshape(-1) for g in u]) for u in (u_nat, u_adv)]  # [n_alpha] each
+        wts = mgda_weights(flat, losses=[lo for lo in losses if lo is not None],
+                           normalization=self.normalization)
         gamma = wts[0]
         return [gamma * g1 + (1 - gamma) * g2 for g1, g2 in zip(u_nat, u_adv)], gamma
 
     def step(self, batch: ArchBatch, *, eta: float, w_optimizer: torch.optim.Optimizer | None = None,
              strategy: str | None = None) -> ArchStats:
-        """One architecture update: hypergradients, combination, Adam step."""
+        """One architecture update: hypergradients, combination, Adam step.
+
+        Args:
+            batch: the step's inputs (see :class:`ArchBatch`).
+            eta: the current weight learning rate (unrolled step).
+            w_optimizer: the weight optimiser (its momentum enters the unrolled step).
+            strategy: overrides the architect's strategy for this step.
+
+        Returns:
+            gamma, the objective values and the update's norm, as 0-d tensors.
+        """
         strategy = strategy or self.strategy
         us, losses = self.hypergradients(batch, eta=eta, w_optimizer=w_optimizer, strategy=strategy)
         direction, gamma = self.combine(us, losses, strategy)
@@ -250,4 +327,5 @@ class Architect:
         for p, g in zip(self.alphas, direction):
             p.grad = g.detach().to(p.dtype)
         self.optimizer.step()
-        return ArchStats(gamma=gamma.detach(), loss_nat=losses[0], loss_adv=losses[1])
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([g.detach() for g in direction])))
+        return ArchStats(gamma=gamma.detach(), loss_nat=losses[0], loss_adv=losses[1], grad_norm=norm)
