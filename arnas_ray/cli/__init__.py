@@ -57,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"arnas-ray: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `arnas-ray genotype show ARNAS | head`
+        return 0
     except KeyboardInterrupt:
         print("arnas-ray: interrupted", file=sys.stderr)
         return 130

@@ -113,7 +113,7 @@ def _row(spec: SweepSpec, stage: str, key: str, meta: Mapping[str, Any], metrics
         "error": error if error is not None else metrics.get("error"),
         "dataset": spec.dataset.name,
         "placement": meta["placement"],
-        "channel_ratios": json.dumps(list(meta["channel_ratios"])),
+        "channel_ratios": json.dumps([int(r) if float(r).is_integer() else r for r in meta["channel_ratios"]]),
         "strategy": meta.get("strategy"),
         "order": spec.search.order,
         "seed": int(meta["seed"]),
