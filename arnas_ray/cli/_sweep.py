@@ -122,7 +122,8 @@ def _status(args: argparse.Namespace) -> int:
     lock = run_dir / ".lock"
     holder = json.loads(lock.read_text()) if lock.exists() else None
     print(f"run directory: {run_dir.absolute()}")
-    print(f"driver: {'running (host %s, pid %s)' % (holder['host'], holder['pid']) if holder else 'not running'}")
+    driver = f"running (host {holder['host']}, pid {holder['pid']})" if holder else "not running"
+    print(f"driver: {driver}")
     if not table_path.exists():
         print("no finished trial yet")
         return 0
