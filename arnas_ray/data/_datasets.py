@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.transforms.functional import pil_to_tensor
 
 __all__ = [
     "Augmented",
@@ -105,6 +104,10 @@ class TensorImages(Dataset[Item]):
 
 def _load_rgb(path: str) -> Tensor:
     with Image.open(path) as img:
+        from torchvision.transforms.functional import (
+            pil_to_tensor,  # lazy: torchvision is slow to import
+        )
+
         return pil_to_tensor(img.convert("RGB"))  # uint8 [3, H, W]
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torchvision.datasets import CIFAR10, CIFAR100, SVHN, ImageFolder
 
 from arnas_ray.data._base import DATASETS, DataSplits, build_augmentation, make_splits, require_root
 from arnas_ray.data._datasets import FileImages, TensorImages
@@ -84,7 +84,7 @@ def _nested(root: Path, folder: str) -> Path:
 
 def _load_cifar(
     name: str,
-    cls: type[CIFAR10],
+    cls: Any,
     layout: str,
     *,
     root: Path | None,
@@ -143,6 +143,8 @@ def _cifar10(
     limit: int | None,
 ) -> DataSplits:
     """CIFAR-10 (50,000 train, 10,000 test, 32x32) from ``<root>/cifar-10-batches-py``."""
+    from torchvision.datasets import CIFAR10  # lazy: slow to import
+
     return _load_cifar(
         "cifar10",
         CIFAR10,
@@ -169,6 +171,8 @@ def _cifar100(
     limit: int | None,
 ) -> DataSplits:
     """CIFAR-100 fine labels (50,000 train, 10,000 test, 32x32) from ``<root>/cifar-100-python``."""
+    from torchvision.datasets import CIFAR100  # lazy: slow to import
+
     return _load_cifar(
         "cifar100",
         CIFAR100,
@@ -200,6 +204,8 @@ def _svhn(
     without the horizontal flip: as for ``digits``, a mirrored house number is a different
     or no digit, so flipping would train on wrong labels.
     """
+    from torchvision.datasets import SVHN  # lazy: slow to import
+
     name = "svhn"
     root = require_root(name, root, SVHN_LAYOUT)
     missing = [
@@ -280,6 +286,8 @@ def _tinyimagenet(
     Classes are the ``train/`` sub-folders in sorted order (``ImageFolder``'s rule); the
     number of classes is however many there are. Images are decoded when read.
     """
+    from torchvision.datasets import ImageFolder  # lazy: slow to import
+
     name = "tinyimagenet"
     root = require_root(name, root, TINYIMAGENET_LAYOUT)
     if not (root / "train").is_dir() and (root / "tiny-imagenet-200").is_dir():

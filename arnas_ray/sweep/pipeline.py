@@ -225,8 +225,8 @@ def _tune_config(spec: SweepSpec, stage: str) -> tune.TuneConfig:
         names = list(spec.selection.objectives)
         algo = OptunaSearch(metric=names, mode=[spec.selection.objectives[n] for n in names], sampler=sampler)
         return tune.TuneConfig(search_alg=algo, num_samples=spec.optuna.num_samples,
-                               max_concurrent_trials=spec.max_concurrent)
-    return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent)
+                               max_concurrent_trials=spec.max_concurrent, reuse_actors=True)
+    return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True)
 
 
 def _fit(spec: SweepSpec, stage: str, run_dir: Path, trainable, param_space: dict[str, Any] | None,

@@ -1,0 +1,50 @@
+"""Run every benchmark, each printing one JSON line (and appending to results/<machine>.jsonl).
+
+    python -m benchmarks [--quick]
+
+`--quick` is the CI smoke run: the smallest shapes and counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="smallest shapes (smoke run)")
+    p.add_argument("--only", default=None, help="comma-separated subset of benchmark names")
+    a = p.parse_args()
+    q = a.quick
+    runs: list[tuple[str, list[str]]] = [
+        ("search_step", ["benchmarks/search_step.py"] + (["--steps", "1"] if q else [])),
+        ("search_step_large", ["benchmarks/search_step.py", "--shape", "large"] + (["--steps", "1"] if q else [])),
+        ("attacks", ["benchmarks/attacks.py"] + (["--repeats", "1", "--batch-size", "16"] if q else [])),
+        ("pareto", ["-m", "benchmarks.pareto_bench"]),
+        ("ray_overhead", ["-m", "benchmarks.ray_overhead"] + (["--trials", "2", "--steps", "2"] if q else [])),
+        ("packing", ["-m", "benchmarks.packing"] + (["--trials", "2", "--steps", "1"] if q else [])),
+    ]
+    wanted = set(a.only.split(",")) if a.only else None
+    failed = []
+    for name, argv in runs:
+        if wanted is not None and name not in wanted:
+            continue
+        t = time.time()
+        print(f"# {name}", file=sys.stderr, flush=True)
+        rc = subprocess.run([sys.executable, *argv], cwd=ROOT).returncode
+        print(f"# {name}: rc={rc} in {time.time() - t:.0f}s", file=sys.stderr, flush=True)
+        if rc != 0:
+            failed.append(name)
+    if failed:
+        print(f"# failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
