@@ -89,8 +89,9 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{spec.name}: {len(points)} search trial(s), grid search")
         for p in points:
             cfg = spec.search_config(p)
+            fault = f"  [test fault: lr={cfg.lr:g}, diverges]" if p.key in spec.test_faults.diverge else ""
             print(f"  {p.key}: placement={list(cfg.layout().placement)} ratios={list(cfg.layout().ratios)} "
-                  f"C={cfg.width()} strategy={p.strategy} seed={p.seed}")
+                  f"C={cfg.width()} strategy={p.strategy} seed={p.seed}{fault}")
     else:
         o = spec.optuna
         print(f"{spec.name}: {o.num_samples} search trial(s), Optuna NSGA-II over placements "

@@ -111,7 +111,7 @@ class Genotype:
         """Strict parse of the JSON structure; every error is a ``SpecError`` naming the path."""
         if not isinstance(data, Mapping):
             raise SpecError("genotype", f"expected a mapping with key 'cells', got {type(data).__name__}")
-        unknown = sorted(set(data) - {"cells", "name"})
+        unknown = sorted(str(k) for k in data if k not in ("cells", "name"))  # keys may be 1, None
         if unknown:
             raise SpecError(f"genotype.{unknown[0]}", "unknown field; valid: ['cells', 'name']")
         cells_in = data.get("cells")

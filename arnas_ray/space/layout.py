@@ -115,9 +115,11 @@ class Layout:
         elif isinstance(value, str):
             layout = cls.preset(value)
         elif isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"placement", "channel_ratios", "name"})
+            # keys may be any YAML scalar (1, None): compare and name them as strings
+            unknown = sorted(str(k) for k in value if k not in ("placement", "channel_ratios", "name"))
             if unknown:
-                raise SpecError(unknown[0], "unknown layout field; valid: ['channel_ratios', 'name', 'placement']")
+                raise SpecError(unknown[0], f"unknown layout field {unknown[0]!r}; "
+                                            "valid: ['channel_ratios', 'name', 'placement']")
             if "placement" not in value:
                 raise SpecError("placement", "required field is missing")
             base = value["placement"]

@@ -53,6 +53,28 @@ class RunLock:
         except (FileNotFoundError, json.JSONDecodeError, OSError):
             return None
 
+    def _remove_stale(self, info: dict) -> bool:
+        """Remove the lock file if it still holds the stale ``info``; False if another contender
+        is doing so. A guard file serialises take-overs: without it, a contender that read the
+        stale holder earlier could remove the fresh lock a faster contender has just created."""
+        guard = self.path.with_name(".lock.takeover")
+        try:
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:  # a guard older than a few seconds was left by a contender that died
+                if time.time() - guard.stat().st_mtime > 10:
+                    guard.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            return False
+        os.close(fd)
+        try:
+            if self.holder() == info:  # still the same stale lock, not a fresh one
+                self.path.unlink(missing_ok=True)
+            return True
+        finally:
+            guard.unlink(missing_ok=True)
+
     def acquire(self) -> RunLock:
         for _ in range(3):
             if self._create():
@@ -64,12 +86,8 @@ class RunLock:
                 continue
             host, pid = info.get("host"), int(info.get("pid", -1))
             if host == socket.gethostname() and pid > 0 and not _alive(pid):
-                stale = self.path.with_name(f".lock.stale.{os.getpid()}")
-                try:
-                    os.rename(self.path, stale)  # atomic: one contender wins
-                except FileNotFoundError:
-                    continue
-                stale.unlink(missing_ok=True)
+                if not self._remove_stale(info):
+                    time.sleep(0.05)
                 continue
             raise LockError(
                 f"run directory {str(self.path.parent)!r} is in use by another driver "

@@ -12,16 +12,25 @@ Everything lives in one run directory ``STORAGE/NAME``::
 
 Re-running ``sweep run`` on an existing run directory with the same spec, or ``sweep resume``,
 continues through ``Tuner.restore``: finished trials are not rerun, unfinished ones continue
-from their last checkpoint, errored ones are retried.
+from their last checkpoint, errored ones are retried. A row that is ``finished`` in the table is
+final: a trial that Tune replays after a restore (its completion fell after the last experiment
+snapshot) does not overwrite it.
+
+Progress lines are log records of the ``arnas_ray.sweep.progress`` logger; ``run_sweep(progress=fn)``
+routes them to ``fn`` for the duration of the call. Tune's own console output (its boxed
+experiment summary, result-path and TensorBoard hints, snapshot warnings, INFO lines) is turned off
+while the Tuners run, see :data:`TUNE_QUIET_ENV`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +39,7 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from arnas_ray._atomic import atomic_write_text
 from arnas_ray.errors import SpecError
@@ -46,9 +56,27 @@ from arnas_ray.sweep.lock import RunLock
 from arnas_ray.sweep.spec import SweepSpec, load_spec
 from arnas_ray.sweep.trainables import point_from_config, retrain_trainable, search_trainable
 
-__all__ = ["RunResult", "resume_sweep", "run_dir_for", "run_sweep"]
+__all__ = ["PROGRESS_LOGGER", "RunResult", "TUNE_QUIET_ENV", "resume_sweep", "run_dir_for", "run_sweep"]
 
 logger = logging.getLogger(__name__)
+#: the logger of the one-line progress messages (trials running / pending / done, epochs, front)
+PROGRESS_LOGGER = "arnas_ray.sweep.progress"
+_progress_log = logging.getLogger(PROGRESS_LOGGER)
+#: environment Ray Tune 2.x reads while ``Tuner.fit`` runs; set (unless already set by the user)
+#: for the duration of each fit so that only the pipeline's own progress lines reach the console
+TUNE_QUIET_ENV: dict[str, str] = {
+    # the legacy reporter, which verbose=0 silences completely (the new output engine still
+    # prints its "Configuration for experiment" box, "View detailed results here" and a
+    # TensorBoard hint at verbose=0)
+    "RAY_AIR_NEW_OUTPUT": "0",
+    # "Experiment state snapshotting has been triggered multiple times ..." (0 = never warn)
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    # no automatic TensorBoard logger (its "Removed the following hyperparameter values" lines);
+    # the JSON and CSV loggers that experiment analysis and resume rely on are passed explicitly
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+#: Tune loggers whose INFO lines ("Wrote the latest version of all result files ...") are muted
+_TUNE_LOGGERS = ("ray.tune",)
 TABLE = "results.parquet"
 RETRAIN_OBJECTIVES = {"nat_acc": "max", "pgd20_acc": "max"}
 
@@ -154,21 +182,45 @@ def _retrain_meta(spec: SweepSpec, config: Mapping[str, Any]) -> tuple[str, dict
                       "strategy": p["strategy"], "seed": p["seed"], "config": {"source": p["source"]}}
 
 
+def _upsert_unless_finished(table_path: Path, rows: list[dict[str, Any]]) -> None:
+    """Upsert rows, except over a row that is already ``finished`` (a finished row is final)."""
+    if table_path.exists():
+        old = read_table(table_path)
+        done = set(zip(old.loc[old["status"] == "finished", "stage"],
+                       old.loc[old["status"] == "finished", "trial_id"]))
+        rows = [r for r in rows if (r["stage"], r["trial_id"]) not in done]
+    if rows:
+        upsert_rows(table_path, rows)
+
+
 class _TableCallback(tune.Callback):
     """Writes a trial's row when it finishes or fails (so a dead driver loses nothing) and
-    prints progress: trials running / pending / done, epochs, and an ETA."""
+    logs progress: trials running / pending / done, epochs, and an ETA.
 
-    def __init__(self, spec: SweepSpec, stage: str, table: Path, git_sha: str | None, total: int,
-                 progress: Progress | None):
+    It holds only picklable state: Tune pickles the run config (callbacks included) into the
+    experiment's ``tuner.pkl`` and ``Tuner.restore`` brings this very callback back, so nothing
+    has to be re-attached after a restore (Tune 2.x has no public way to do that).
+    """
+
+    def __init__(self, spec: SweepSpec, stage: str, table: Path, git_sha: str | None, total: int):
         self.spec, self.stage, self.table, self.git_sha = spec, stage, table, git_sha
-        self.total, self.progress = total, progress
+        self.total = total
         self.t0 = time.time()
-        self.done = 0
         self.meta = _search_meta if stage == "search" else _retrain_meta
 
+    def setup(self, **info: Any) -> None:
+        self.t0 = time.time()  # also after a restore: the ETA counts from this driver's start
+
     def _say(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress(text)
+        _progress_log.info(text)
+
+    def _table_path(self, trial) -> Path:
+        # RUN_DIR/tune/STAGE is the experiment; after a restore from a moved run directory Tune
+        # points the trials at the new place, the pickled self.table still names the old one
+        try:
+            return Path(trial.storage.experiment_fs_path).parent.parent / TABLE
+        except (AttributeError, TypeError):
+            return self.table
 
     def _counts(self, trials) -> str:
         states = [t.status for t in trials]
@@ -183,6 +235,9 @@ class _TableCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         key = result.get("trial_key", trial.trial_id)
+        if result.get("status") == "failed":
+            self._say(f"{self._counts(trials)} | {key} failed: {result.get('error')}")
+            return
         epochs = self.spec.search.epochs if self.stage == "search" else self.spec.retrain.epochs
         parts = [f"epoch {result.get('epoch', '?')}/{epochs}"]
         for name in ("nat_acc", "pgd_acc", "val_nat_acc", "val_pgd_acc", "pgd20_acc", "gamma_mean"):
@@ -193,7 +248,8 @@ class _TableCallback(tune.Callback):
     def _write(self, trial, error: str | None) -> None:
         key, meta = self.meta(self.spec, trial.config)
         metrics = dict(trial.last_result or {})
-        upsert_rows(self.table, [_row(self.spec, self.stage, key, meta, metrics, error, self.git_sha)])
+        row = _row(self.spec, self.stage, key, meta, metrics, error, self.git_sha)
+        _upsert_unless_finished(self._table_path(trial), [row])
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._write(trial, None)
@@ -225,32 +281,91 @@ def _tune_config(spec: SweepSpec, stage: str) -> tune.TuneConfig:
         names = list(spec.selection.objectives)
         algo = OptunaSearch(metric=names, mode=[spec.selection.objectives[n] for n in names], sampler=sampler)
         return tune.TuneConfig(search_alg=algo, num_samples=spec.optuna.num_samples,
-                               max_concurrent_trials=spec.max_concurrent, reuse_actors=True)
-    return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True)
+                               max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                               trial_dirname_creator=_trial_dirname)
+    return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                           trial_dirname_creator=_trial_dirname)
+
+
+def _trial_dirname(trial) -> str:
+    """``TRIALID_KEY`` instead of Tune's default, which flattens the whole config into the name."""
+    point = trial.config.get("point")
+    key = point.get("key") if isinstance(point, Mapping) else trial.config.get("placement", "trial")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key))
+    return f"{trial.trial_id}_{safe}"[:120]
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Set :data:`TUNE_QUIET_ENV` (what the user has not set) and mute Tune's INFO lines."""
+    added = {k: v for k, v in TUNE_QUIET_ENV.items() if k not in os.environ}
+    levels = {name: logging.getLogger(name).level for name in _TUNE_LOGGERS}
+    os.environ.update(added)
+    for name in _TUNE_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, levels[name]))
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+class _ProgressHandler(logging.Handler):
+    def __init__(self, progress: Progress):
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.progress(record.getMessage())
+        except Exception:  # noqa: BLE001 - a broken console must not stop the sweep
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _progress_to(progress: Progress | None) -> Iterator[None]:
+    """Route the progress logger's records to ``progress`` (only there) while the sweep runs."""
+    if progress is None:
+        yield
+        return
+    handler = _ProgressHandler(progress)
+    old_level, old_propagate = _progress_log.level, _progress_log.propagate
+    _progress_log.addHandler(handler)
+    _progress_log.setLevel(logging.INFO)
+    _progress_log.propagate = False
+    try:
+        yield
+    finally:
+        _progress_log.removeHandler(handler)
+        _progress_log.setLevel(old_level)
+        _progress_log.propagate = old_propagate
 
 
 def _fit(spec: SweepSpec, stage: str, run_dir: Path, trainable, param_space: dict[str, Any] | None,
-         total: int, git_sha: str | None, progress: Progress | None) -> None:
+         total: int, git_sha: str | None) -> None:
     res = spec.resources if stage == "search" else (spec.retrain_resources or spec.resources)
     wrapped = tune.with_resources(trainable, {"cpu": res.cpu, "gpu": res.gpu})
     storage = run_dir / "tune"
     path = storage / stage
-    callback = _TableCallback(spec, stage, run_dir / TABLE, git_sha, total, progress)
+    callback = _TableCallback(spec, stage, run_dir / TABLE, git_sha, total)
     run_config = tune.RunConfig(
-        name=stage, storage_path=str(storage), verbose=0, callbacks=[callback],
+        name=stage, storage_path=str(storage), verbose=0,
+        callbacks=[callback, JsonLoggerCallback(), CSVLoggerCallback()],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
-    if tune.Tuner.can_restore(str(path)):
-        if progress:
-            progress(f"[{stage}] resuming the Tune experiment in {path}")
-        tuner = tune.Tuner.restore(str(path), trainable=wrapped, resume_unfinished=True, resume_errored=True)
-        # the callbacks are not part of the saved experiment state: attach them again
-        tuner._local_tuner._run_config.callbacks = [callback]  # noqa: SLF001
-    else:
-        tuner = tune.Tuner(wrapped, param_space=param_space, tune_config=_tune_config(spec, stage),
-                           run_config=run_config)
-    grid = tuner.fit()
+    with _quiet_tune():
+        if tune.Tuner.can_restore(str(path)):
+            _progress_log.info("[%s] resuming the Tune experiment in %s", stage, path)
+            # the run config, callbacks included, comes back from the experiment's tuner.pkl
+            tuner = tune.Tuner.restore(str(path), trainable=wrapped, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            tuner = tune.Tuner(wrapped, param_space=param_space, tune_config=_tune_config(spec, stage),
+                               run_config=run_config)
+        grid = tuner.fit()
     # final reconciliation: every trial's last state lands in the table exactly once
     meta_fn = _search_meta if stage == "search" else _retrain_meta
     rows = []
@@ -261,8 +376,7 @@ def _fit(spec: SweepSpec, stage: str, run_dir: Path, trainable, param_space: dic
             text = str(result.error).strip()
             err = text.splitlines()[-1] if text else type(result.error).__name__
         rows.append(_row(spec, stage, key, meta, dict(result.metrics or {}), err, git_sha))
-    if rows:
-        upsert_rows(run_dir / TABLE, rows)
+    _upsert_unless_finished(run_dir / TABLE, rows)
 
 
 def _select(spec: SweepSpec, table: pd.DataFrame) -> list[dict[str, Any]]:
@@ -325,8 +439,12 @@ def _finish(spec: SweepSpec, run_dir: Path, selected: list[str], t0: float) -> t
 def _ensure_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # "local": always a new instance; plain None would join whatever cluster `ray start`
+        # last recorded in /tmp/ray/ray_current_cluster (RAY_ADDRESS, set by Ray Jobs, still wins)
+        address = "local"
     kwargs: dict[str, Any] = {"address": address, "log_to_driver": False}
-    if address is None:
+    if address in (None, "local"):
         kwargs["dashboard_host"] = "127.0.0.1"
         kwargs["include_dashboard"] = False
     ray.init(**kwargs)
@@ -339,10 +457,11 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
 
     Args:
         spec: the validated sweep.
-        address: Ray address (``None``: the current or a new local instance; ``"auto"``; or
-            ``"ray://HOST:10001"``).
+        address: Ray address (``None``: the current Ray of this process, else ``$RAY_ADDRESS``,
+            else a new local instance; ``"auto"``; or ``"ray://HOST:10001"``).
         storage: parent directory of the run directory (default ``spec.storage``).
-        progress: called with one-line progress messages.
+        progress: called with one-line progress messages (the records of
+            :data:`PROGRESS_LOGGER`); ``None`` leaves them to the logging configuration.
         report: write ``report.html`` and ``pareto.png`` at the end.
 
     Raises:
@@ -351,23 +470,22 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, storage: str | Non
     """
     t0 = time.time()
     run_dir = run_dir_for(spec, storage)
-    with RunLock(run_dir):
+    with RunLock(run_dir), _progress_to(progress):
         _prepare_run_dir(spec, run_dir)
         own_ray = _ensure_ray(address)
         try:
             sha = _git_sha()
             n_search = len(spec.points()) if spec.search_algorithm == "grid" else spec.optuna.num_samples
-            _fit(spec, "search", run_dir, search_trainable, _search_param_space(spec), n_search, sha, progress)
+            _fit(spec, "search", run_dir, search_trainable, _search_param_space(spec), n_search, sha)
             table = read_table(run_dir / TABLE)
             selected: list[str] = []
             if not spec.skip_retrain:
                 points = _select(spec, table)
                 selected = [p["source"] for p in points]
-                if progress:
-                    progress(f"[select] {len(points)} non-dominated genotype(s) to retrain: {selected}")
+                _progress_log.info("[select] %d non-dominated genotype(s) to retrain: %s", len(points), selected)
                 if points:
                     space = {"spec": spec.to_dict(), "point": tune.grid_search(points)}
-                    _fit(spec, "retrain", run_dir, retrain_trainable, space, len(points), sha, progress)
+                    _fit(spec, "retrain", run_dir, retrain_trainable, space, len(points), sha)
             table, summary = _finish(spec, run_dir, selected, t0)
             if report:
                 write_report(run_dir)

@@ -44,7 +44,9 @@ __all__ = [
     "EVAL_ATTACKS",
     "METRICS",
     "DataSpec",
+    "DIVERGE_LR",
     "EvalSpec",
+    "FaultSpec",
     "GridSpec",
     "OptunaSpec",
     "ResourcesSpec",
@@ -129,6 +131,12 @@ class GridSpec:
                 raise SpecError(f"channel_ratios[{i}]", "needs one ratio per stage, got []")
             for j, v in enumerate(r):
                 check(0 < v <= 64, f"channel_ratios[{i}][{j}]", "0 < ratio <= 64", v)
+            for k, p in enumerate(self.placement):  # one ratio per stage of every placement
+                try:
+                    Layout.from_spec(p, r)
+                except SpecError as exc:
+                    raise SpecError(f"channel_ratios[{i}]", f"{exc.message} (with placement[{k}] "
+                                                            f"{_plain(p)!r})") from None
         if len(set(self.seed)) != len(self.seed):
             raise SpecError("seed", f"repeats a seed: {list(self.seed)}")
 
@@ -202,6 +210,25 @@ class EvalSpec:
         check(self.batch_size > 0, "batch_size", "batch_size > 0", self.batch_size)
 
 
+#: the search learning rate of a trial named in ``test_faults.diverge``: large enough that the
+#: first weight step sends the weights to ~1e30 and the next loss is non-finite, small enough
+#: to stay a finite float32 (so the loop's own divergence check fires, not an overflow error)
+DIVERGE_LR = 1e30
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """Deliberate faults, for tests and drills of the failure path only; never for real sweeps.
+
+    Attributes:
+        diverge: trial keys (as ``sweep validate`` prints them) whose search runs with
+            ``lr = DIVERGE_LR``, so their loss becomes non-finite in the first epoch and the
+            trial ends ``failed`` with the epoch and step in its error.
+    """
+
+    diverge: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class TrialPoint:
     """One search trial of the sweep: its key (stable across resumes) and its overrides."""
@@ -222,6 +249,13 @@ class TrialPoint:
 
 @dataclass(frozen=True)
 class SweepSpec:
+    """A whole sweep (see the module docstring for an example).
+
+    ``test_faults`` (:class:`FaultSpec`) exists for tests and failure drills only: it makes
+    named trials diverge on purpose (``test_faults: {diverge: [TRIAL_KEY]}``); leave it out
+    of real sweeps.
+    """
+
     name: str
     dataset: DataSpec = field(default_factory=DataSpec)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -237,6 +271,7 @@ class SweepSpec:
     skip_retrain: bool = False
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     storage: str = "runs"
+    test_faults: FaultSpec = field(default_factory=FaultSpec)
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _NAME_OK or self.name.startswith("."):
@@ -248,7 +283,14 @@ class SweepSpec:
         if not self.storage:
             raise SpecError("storage", "must be a directory path or URI, got ''")
         # every grid point must build a valid search config (ratios match stage counts ...)
+        if self.test_faults.diverge and self.search_algorithm != "grid":
+            raise SpecError("test_faults.diverge", "names grid trials; it needs search_algorithm: grid, "
+                                                   f"got {self.search_algorithm!r}")
         if self.search_algorithm == "grid":
+            keys = [p.key for p in self.points()]
+            for i, key in enumerate(self.test_faults.diverge):
+                if key not in keys:
+                    raise SpecError(f"test_faults.diverge[{i}]", f"unknown trial {key!r}; trials: {keys}")
             for i, point in enumerate(self.points()):
                 try:
                     self.search_config(point)
@@ -295,6 +337,8 @@ class SweepSpec:
             "seed": point.seed,
             "equal_width": self.grid.equal_width or self.search.equal_width,
         }
+        if point.key in self.test_faults.diverge:
+            overrides["lr"] = DIVERGE_LR  # deliberate fault (tests): the loss becomes non-finite
         return dataclasses.replace(self.search, **overrides)
 
     def retrain_config(self, placement: tuple[str, ...], ratios: tuple[float, ...], seed: int) -> RetrainConfig:
