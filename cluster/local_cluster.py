@@ -296,6 +296,9 @@ class LocalCluster:
             # Serve on Kubernetes); there is nothing to drain here, so tear down at once.
             RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
         )
+        # job entrypoints (`python -m arnas_ray ...`) must find the Python that runs Ray
+        bin_dir = str(Path(self._ray or _ray_executable()).parent)
+        env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
         return env
 
     # ------------------------------------------------------------------ start
