@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -c constraints.txt -e '.[dev]'
 	# test-time cross-check only: torchattacks pins requests 2.25, so no dependencies
 	$(PY) -m pip install -c constraints.txt --no-deps torchattacks==3.5.1
+	# benchmark only: benchmarks/search_step.py runs the reference ARNAS code, whose PGD is
+	# cleverhans's (its torch PGD needs only torch and numpy; the package would pull in
+	# tensorflow-probability, nose, mnist, ...), so no dependencies
+	$(PY) -m pip install --no-deps cleverhans==4.0.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -81,6 +81,20 @@ class SearchConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        # sequences given as lists (Python callers) are stored as tuples: hashable, and equal
+        # to what from_dict builds
+        if isinstance(self.placement, list):
+            object.__setattr__(self, "placement", tuple(self.placement))
+        if self.channel_ratios is not None and not isinstance(self.channel_ratios, tuple):
+            object.__setattr__(self, "channel_ratios", tuple(self.channel_ratios))
+        if self.channel_ratios is not None:
+            check(all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in self.channel_ratios),
+                  "channel_ratios", "channel_ratios are numbers", self.channel_ratios)
+            object.__setattr__(self, "channel_ratios", tuple(float(r) for r in self.channel_ratios))
+        for name in ("arch_betas", "fixed_weights"):
+            value = getattr(self, name)
+            check(len(value) == 2, name, f"len({name}) == 2", value)
+            object.__setattr__(self, name, (float(value[0]), float(value[1])))
         for name in ("channels", "cells", "epochs", "batch_size", "eval_samples"):
             check(getattr(self, name) > 0, name, f"{name} > 0", getattr(self, name))
         check(self.channels % 2 == 0, "channels", "channels % 2 == 0", self.channels)
@@ -107,6 +121,10 @@ class SearchConfig:
         layout = self.layout()  # validates placement / ratios
         check(self.cells >= len(layout.stages), "cells", f"cells >= number of stages ({len(layout.stages)})",
               self.cells)
+        if self.equal_width:
+            width = self.width()
+            check(width >= 2 and width % 2 == 0, "channels",
+                  f"an even rescaled width >= 2 with equal_width (got {width})", self.channels)
 
     def layout(self) -> Layout:
         return Layout.from_spec(self.placement, self.channel_ratios)

@@ -1,0 +1,196 @@
+"""Time one full ARNAS search step of arnas-ray against the reference implementation.
+
+One step = PGD-7 on a training and a validation batch, the architecture step (second order:
+shared unrolled weights, two validation passes, 2x2 finite-difference Hessian-vector passes,
+MGDA) and the weight step on the adversarial training batch, exactly as
+:func:`arnas_ray.search.loop.search_step` runs it inside ``run_search``.
+
+The reference (github:fyqsama/ARNAS, read from a local git mirror, never copied) is timed by
+``/work/shared/bench/ref_search_step.py`` in a subprocess with the same thread count, in the
+same run and interleaved with ours, because the machines here are shared and timings drift;
+only ratios measured together count. It needs ``cleverhans==4.0.0`` (``pip install --no-deps``).
+
+Usage::
+
+    python -m benchmarks.search_step [--shape small|large] [--order second first]
+        [--threads 2] [--steps 3] [--rounds 2] [--mirror DIR | --no-reference]
+
+Prints one JSON line per measurement (``impl``, ``order``, ``sec_per_step`` (median over
+rounds, each round the mean of ``--steps`` steps after a warm-up step), ``images_per_s``,
+``peak_mem_mb``) and finally one line per order with the ratio of images/s to the
+reference's second-order step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arnas_ray.search import SearchConfig
+from arnas_ray.search.loop import build_search, search_step
+
+SHAPES = {"small": dict(C=8, layers=5, batch=16, size=32), "large": dict(C=16, layers=8, batch=32, size=32)}
+REF_SCRIPT = Path("/work/shared/bench/ref_search_step.py")
+MIRROR = Path("/work/.mirror/fyqsama+ARNAS/repo")
+
+
+def _cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_ours(order: str, shape: dict[str, int], steps: int, device: torch.device,
+              compile_: bool = False) -> dict[str, Any]:
+    config = SearchConfig(channels=shape["C"], cells=shape["layers"], batch_size=shape["batch"],
+                          order=order, strategy="mgda", compile=compile_)
+    parts = build_search(config, 10, 3, device)
+    parts.model.train()
+    g = torch.Generator().manual_seed(0)
+    b, s = shape["batch"], shape["size"]
+    x_tr, x_val = (torch.rand(b, 3, s, s, generator=g).to(device) for _ in range(2))
+    y_tr, y_val = (torch.randint(0, 10, (b,), generator=g).to(device) for _ in range(2))
+    gen = torch.Generator().manual_seed(1)
+
+    def step() -> None:
+        out = search_step(parts, x_tr, y_tr, x_val, y_val, eta=config.lr, strategy="mgda", generator=gen)
+        if not bool(out.finite):
+            raise FloatingPointError("non-finite step in the benchmark")
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()  # warm-up (and compile, if asked)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    dt = (time.perf_counter() - t) / steps
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # growth of this (fresh) process's resident high-water mark (KiB on Linux)
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    return {"impl": "arnas-ray", "order": order, "sec_per_step": round(dt, 4),
+            "images_per_s": round(b / dt, 3), "peak_mem_mb": round(peak, 1)}
+
+
+def time_ours_subprocess(order: str, shape_name: str, steps: int, threads: int, device: str,
+                         compile_: bool) -> dict[str, Any]:
+    """:func:`time_ours` in a fresh process, so that its peak memory is its own."""
+    cmd = [sys.executable, __file__, "--worker", order, "--shape", shape_name, "--steps", str(steps),
+           "--threads", str(threads), "--device", device] + (["--compile"] if compile_ else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if proc.returncode != 0:
+        raise RuntimeError(f"arnas-ray benchmark worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def time_reference(shape: dict[str, int], steps: int, threads: int, mirror: Path) -> dict[str, Any]:
+    cmd = [sys.executable, str(REF_SCRIPT), "--mirror", str(mirror), "--C", str(shape["C"]),
+           "--layers", str(shape["layers"]), "--batch", str(shape["batch"]), "--size", str(shape["size"]),
+           "--steps", str(steps), "--threads", str(threads)]
+    wrapper = ("import resource, runpy, sys, json; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__'); "
+               "print(json.dumps({'ref_maxrss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd[1:]], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference benchmark failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    res = next(d for d in lines if d.get("impl") == "reference")
+    rss = next((d["ref_maxrss_kb"] for d in lines if "ref_maxrss_kb" in d), None)
+    return {"impl": "reference", "order": "second", "sec_per_step": res["sec_per_step"],
+            "images_per_s": res["images_per_sec"],
+            "peak_mem_mb": round(rss / 1024, 1) if rss is not None else None,  # whole-process maxrss
+            "threads": res["threads"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), default="small")
+    p.add_argument("--order", nargs="+", choices=("second", "first"), default=["second", "first"])
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--steps", type=int, default=3, help="timed steps per round (after one warm-up)")
+    p.add_argument("--ref-steps", type=int, default=2, help="timed reference steps per round")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians are reported")
+    p.add_argument("--mirror", type=Path, default=MIRROR, help="git mirror of github:fyqsama/ARNAS")
+    p.add_argument("--no-reference", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true", help="torch.compile the forward passes")
+    p.add_argument("--worker", choices=("second", "first"), default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    shape = SHAPES[a.shape]
+    if a.worker is not None:
+        print(json.dumps(time_ours(a.worker, shape, a.steps, device, a.compile)), flush=True)
+        return 0
+    meta = {"shape": a.shape, **shape, "threads": a.threads, "device": str(device), "cpu": _cpu_model(),
+            "torch": torch.__version__}
+    print(json.dumps({"meta": meta}), flush=True)
+    reference = not a.no_reference
+    if reference:
+        missing = []
+        try:
+            import cleverhans  # noqa: F401
+        except ImportError:
+            missing.append("cleverhans==4.0.0 (pip install --no-deps cleverhans==4.0.0)")
+        if not REF_SCRIPT.is_file():
+            missing.append(str(REF_SCRIPT))
+        if not (a.mirror / "HEAD").exists() and not (a.mirror / ".git").exists():
+            missing.append(f"a git mirror of github:fyqsama/ARNAS at {a.mirror}")
+        if missing:
+            print(json.dumps({"reference": "skipped", "missing": missing}), flush=True)
+            reference = False
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in range(a.rounds):
+        for order in a.order:
+            res = time_ours_subprocess(order, a.shape, a.steps, a.threads, a.device, a.compile)
+            runs.setdefault(("arnas-ray", order), []).append(res)
+            print(json.dumps({"round": r, **res}), flush=True)
+        if reference:
+            res = time_reference(shape, a.ref_steps, a.threads, a.mirror)
+            runs.setdefault(("reference", "second"), []).append(res)
+            print(json.dumps({"round": r, **res}), flush=True)
+    summary = {}
+    for (impl, order), rs in runs.items():
+        sec = statistics.median(x["sec_per_step"] for x in rs)
+        mems = [x["peak_mem_mb"] for x in rs if x["peak_mem_mb"] is not None]
+        summary[(impl, order)] = sec
+        print(json.dumps({"impl": impl, "order": order, "sec_per_step": round(sec, 4),
+                          "images_per_s": round(shape["batch"] / sec, 3),
+                          "peak_mem_mb": max(mems) if mems else None, "rounds": len(rs), **meta}), flush=True)
+    ref = summary.get(("reference", "second"))
+    if ref is not None:
+        for order in a.order:
+            ours = summary[("arnas-ray", order)]
+            print(json.dumps({"ratio": f"arnas-ray {order} / reference second", "order": order,
+                              "speedup_images_per_s": round(ref / ours, 2),
+                              "per_round": [round(x["sec_per_step"] / y["sec_per_step"], 2) for x, y in
+                                            zip(runs[("reference", "second")], runs[("arnas-ray", order)])]}),
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
