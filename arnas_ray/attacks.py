@@ -52,6 +52,7 @@ __all__ = [
     "attack",
     "autoattack",
     "fgsm",
+    "frozen_parameters",
     "pgd",
     "robust_accuracy",
 ]
@@ -364,9 +365,10 @@ def _set_n_iter(attacker: Any, n_iter: int) -> None:
 
 
 @contextlib.contextmanager
-def _frozen_params(model: Model) -> Iterator[None]:
-    """Switch off ``requires_grad`` of the model's parameters (FAB calls ``.backward()``)."""
-    params = list(model.parameters()) if isinstance(model, nn.Module) else []
+def frozen_parameters(params: Sequence[Tensor]) -> Iterator[None]:
+    """Switch off ``requires_grad`` of ``params`` for the block and restore it afterwards:
+    the parameters act as constants, so no weight-gradient graph is recorded."""
+    params = list(params)
     flags = [p.requires_grad for p in params]
     try:
         for p in params:
@@ -375,6 +377,11 @@ def _frozen_params(model: Model) -> Iterator[None]:
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
+
+
+def _frozen_params(model: Model) -> contextlib.AbstractContextManager[None]:
+    """The model's parameters frozen (AutoAttack's FAB calls ``.backward()``)."""
+    return frozen_parameters(list(model.parameters()) if isinstance(model, nn.Module) else [])
 
 
 @ATTACKS.register("autoattack")

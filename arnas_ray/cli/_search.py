@@ -13,29 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from arnas_ray._atomic import atomic_write_text
+from arnas_ray.cli._args import names as _names
+from arnas_ray.cli._args import number as _number
+from arnas_ray.cli._args import numbers as _numbers
 from arnas_ray.errors import SpecError
 
 __all__ = ["format_genotype", "register"]
 
 
-def _number(text: str) -> float:
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"expected a number or a fraction such as 8/255, got {text!r}") from None
 
-
-def _numbers(text: str) -> list[float]:
-    return [_number(t) for t in text.split(",") if t.strip()]
-
-
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from arnas_ray.attacks import AttackSpec, pgd
+from arnas_ray.attacks import AttackSpec, frozen_parameters, pgd
 from arnas_ray.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from arnas_ray.data import DataSplits, make_loader
 from arnas_ray.errors import CheckpointError, DivergenceError, SpecError
@@ -170,18 +170,6 @@ def build_search(config: SearchConfig, num_classes: int, in_channels: int,
     return SearchParts(config, model, fwd, architect, w_opt, sched, autocast)
 
 
-@contextlib.contextmanager
-def _frozen(params: list[torch.nn.Parameter]) -> Iterator[None]:
-    """Parameters as constants: an attack's passes then record no weight-gradient graph."""
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
-
 
 def search_step(parts: SearchParts, x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor,
                 y_val: torch.Tensor, *, eta: float, strategy: str,
@@ -195,7 +183,7 @@ def search_step(parts: SearchParts, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va
         x_tr = x_tr.contiguous(memory_format=torch.channels_last)
         x_val = x_val.contiguous(memory_format=torch.channels_last)
     need_adv = architect.objectives(strategy)[1]
-    with _frozen(list(model.parameters())), ctx():  # PGD asks for input gradients only
+    with frozen_parameters(model.parameters()), ctx():  # PGD asks for input gradients only
         x_tr_adv = pgd(parts.fwd, x_tr, y_tr, config.attack, generator=generator)
         x_val_adv = pgd(parts.fwd, x_val, y_val, config.attack, generator=generator) if need_adv else None
     stats = architect.step(ArchBatch(x_tr_adv, y_tr, x_val, y_val, x_val_adv), eta=eta,
