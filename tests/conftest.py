@@ -3,7 +3,16 @@ several test processes may share them), and the `gpu` marker skip."""
 
 from __future__ import annotations
 
+import os
+import secrets
+
 import pytest
+
+# Ray 2.60 runs local instances with token auth and caches the token in the driver process at
+# its first ray.init. Every in-process Ray instance of the test session must therefore use one
+# token: fix it here, before any test starts Ray. It is recognisable, so tests can also grep
+# run directories for it (tests/reliability/test_ray_faults.py).
+SESSION_TOKEN = os.environ.setdefault("RAY_AUTH_TOKEN", "arnas-secret-" + secrets.token_hex(24))
 
 
 @pytest.fixture(autouse=True, scope="session")

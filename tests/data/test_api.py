@@ -13,14 +13,8 @@ from arnas_ray.errors import SpecError
 
 def test_exports_and_registry() -> None:
     assert data.__all__ == sorted(data.__all__)
-    assert sorted(DATASETS) == [
-        "cifar10",
-        "cifar100",
-        "digits",
-        "svhn",
-        "synthetic",
-        "tinyimagenet",
-    ]
+    # other test modules may register their own data sets (the registry is open to users)
+    assert {"cifar10", "cifar100", "digits", "svhn", "synthetic", "tinyimagenet"} <= set(DATASETS)
 
 
 def test_unknown_name_is_a_key_error_listing_the_valid_names() -> None:

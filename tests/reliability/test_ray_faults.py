@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -38,7 +37,9 @@ from tests.reliability import _faulty_data as faulty  # noqa: E402
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-MARKER = "arnas-secret-" + secrets.token_hex(12)
+# the session's Ray token (tests/conftest.py): Ray caches the token per driver process, so a
+# module-specific token would break every later ray.init of the session
+MARKER = os.environ["RAY_AUTH_TOKEN"]
 SEARCH = {"channels": 4, "cells": 3, "epochs": 1, "batch_size": 16, "steps_per_epoch": 2,
           "eval_samples": 32, "order": "first", "attack": {"steps": 1}}
 
@@ -67,7 +68,7 @@ def assert_no_secret(root: Path, marker: str = MARKER) -> int:
 def ray_cluster(tmp_path_factory):
     """A local Ray with RAY_AUTH_TOKEN = MARKER in its environment and the ``faulty`` data set."""
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_TOKEN", "PYTHONPATH")}
-    os.environ["RAY_AUTH_TOKEN"] = MARKER
+    assert os.environ["RAY_AUTH_TOKEN"] == MARKER
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p)
     if ray.is_initialized():
         ray.shutdown()
