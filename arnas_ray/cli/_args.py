@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from fractions import Fraction
+from pathlib import Path
+from typing import Any
 
-__all__ = ["names", "number", "numbers"]
+from arnas_ray.errors import SpecError
+
+__all__ = ["names", "number", "numbers", "yaml_mapping"]
 
 
 def number(text: str) -> float:
@@ -24,3 +28,21 @@ def numbers(text: str) -> list[float]:
 def names(text: str) -> list[str]:
     """Comma-separated names (``natural,pgd20``)."""
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def yaml_mapping(path: Path | None, what: str) -> dict[str, Any]:
+    """The mapping in a ``--config`` YAML file (``{}`` without one); parsed with
+    ``yaml.safe_load``, so tags are refused and nothing is executed."""
+    if path is None:
+        return {}
+    import yaml
+
+    if not path.is_file():
+        raise SpecError("config", f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError("config", f"{str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError("config", f"{str(path)!r} must hold a mapping of {what} fields, got {type(data).__name__}")
+    return data

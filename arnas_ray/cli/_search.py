@@ -20,6 +20,7 @@ from arnas_ray._atomic import atomic_write_text
 from arnas_ray.cli._args import names as _names
 from arnas_ray.cli._args import number as _number
 from arnas_ray.cli._args import numbers as _numbers
+from arnas_ray.cli._args import yaml_mapping
 from arnas_ray.errors import SpecError
 
 __all__ = ["format_genotype", "register"]
@@ -65,19 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _config_mapping(args: argparse.Namespace) -> dict[str, Any]:
-    data: Any = {}
-    if args.config is not None:
-        import yaml
-
-        if not args.config.is_file():
-            raise SpecError("config", f"config file {str(args.config)!r} does not exist")
-        try:
-            data = yaml.safe_load(args.config.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SpecError("config", f"{str(args.config)!r} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise SpecError("config", f"{str(args.config)!r} must hold a mapping of SearchConfig "
-                                      f"fields, got {type(data).__name__}")
+    data: Any = yaml_mapping(args.config, "SearchConfig")
     layout = args.layout
     if layout is not None and len(layout) == 1:
         layout = layout[0]  # a preset name

@@ -18,7 +18,7 @@ from arnas_ray._config import from_dict
 from arnas_ray.cli._args import names as _names
 from arnas_ray.cli._args import number as _number
 from arnas_ray.cli._args import numbers as _numbers
-from arnas_ray.errors import SpecError
+from arnas_ray.cli._args import yaml_mapping
 
 __all__ = ["register"]
 
@@ -91,19 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _config_mapping(args: argparse.Namespace) -> dict[str, Any]:
-    data: Any = {}
-    if args.config is not None:
-        import yaml
-
-        if not args.config.is_file():
-            raise SpecError("config", f"config file {str(args.config)!r} does not exist")
-        try:
-            data = yaml.safe_load(args.config.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SpecError("config", f"{str(args.config)!r} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise SpecError("config", f"{str(args.config)!r} must hold a mapping of RetrainConfig "
-                                      f"fields, got {type(data).__name__}")
+    data: Any = yaml_mapping(args.config, "RetrainConfig")
     flags = {
         "placement": args.layout, "channel_ratios": args.channel_ratios, "epochs": args.epochs,
         "channels": args.channels, "cells": args.cells, "batch_size": args.batch_size,
