@@ -41,7 +41,8 @@ from arnas_ray.search import SearchConfig
 from arnas_ray.search.loop import build_search, search_step
 
 SHAPES = {"small": dict(C=8, layers=5, batch=16, size=32), "large": dict(C=16, layers=8, batch=32, size=32)}
-REF_SCRIPT = Path("/work/shared/bench/ref_search_step.py")
+# the shared/ folder beside the checkout (as CI and the development machines lay it out)
+REF_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "bench" / "ref_search_step.py"
 MIRROR = Path("/work/.mirror/fyqsama+ARNAS/repo")
 
 
