@@ -29,7 +29,10 @@ from ._specs import GRID_KEYS, tiny_spec, write_spec
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 2
+# Trials run one at a time with several epochs, so that once a trial has finished the next one
+# spends two whole epochs in the kill window (with two concurrent 2-epoch trials an idle
+# machine finished the sweep before the window was ever observed)
+EPOCHS = 3
 
 
 def _session_pids(marker: str) -> list[int]:
@@ -127,8 +130,8 @@ def _results(trial_dir: Path) -> list[dict[str, Any]]:
 
 def test_sigkilled_driver_resumes_from_checkpoints(tmp_path: Path, ray_tmpdir: str) -> None:
     storage = tmp_path / "runs"
-    data = tiny_spec("resume", storage, skip_retrain=True, max_concurrent=2,
-                     search={"epochs": EPOCHS, "steps_per_epoch": 2})
+    data = tiny_spec("resume", storage, skip_retrain=True, max_concurrent=1,
+                     search={"epochs": EPOCHS, "steps_per_epoch": 6})
     spec_path = write_spec(tmp_path / "spec.yaml", data)
     run_dir = storage / "resume"
     exp_dir = run_dir / "tune" / "search"
