@@ -35,6 +35,7 @@ class SearchCell(nn.Module):
                             else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False))
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.steps, self.multiplier = steps, multiplier
+        self.fused = fused
         op_cls = FusedMixedOp if fused else MixedOp
         self._ops = nn.ModuleList(
             op_cls(C, 2 if reduction and j < 2 else 1, primitives) for i in range(steps) for j in range(2 + i)
@@ -42,14 +43,17 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        caches: list[dict[str, object]] = [{}, {}]  # per source node, shared by its out-edges (fused ops)
         offset = 0
         for _ in range(self.steps):
             s = None
             for j, h in enumerate(states):
-                t = self._ops[offset + j](h, weights[offset + j])
+                op = self._ops[offset + j]
+                t = op(h, weights[offset + j], caches[j]) if self.fused else op(h, weights[offset + j])
                 s = t if s is None else s + t
             offset += len(states)
             states.append(s)
+            caches.append({})
         return torch.cat(states[-self.multiplier:], dim=1)  # [N, multiplier*C, H, W]
 
 

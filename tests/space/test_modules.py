@@ -90,8 +90,38 @@ def test_fused_supernet_equals_plain_supernet():
     for cp, cf in zip(plain.cells, fused.cells):
         for mp, mf in zip(cp._ops, cf._ops):
             mf.load_from_mixed(mp)
-    x = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    x = torch.rand(4, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    for _ in range(2):  # two training passes: shared pooling/BN across edges, running stats
+        y1, y2 = plain(x), fused(x)
+        assert torch.allclose(y1, y2, atol=1e-9)
+        params1 = [x, *plain.arch_parameters().values(), *plain.weight_parameters()]
+        params2 = [x, *fused.arch_parameters().values(), *fused.weight_parameters()]
+        g1 = torch.autograd.grad(y1.square().sum(), params1)
+        g2 = torch.autograd.grad(y2.square().sum(), params2)
+        for a, b in zip(g1, g2):
+            assert torch.allclose(a, b, atol=1e-8)
+    b1, b2 = dict(plain.named_buffers()), dict(fused.named_buffers())
+    assert b1.keys() == b2.keys()
+    for k in b1:
+        assert torch.allclose(b1[k].double(), b2[k].double(), atol=1e-10), k
+    plain.eval(), fused.eval()
     assert torch.allclose(plain(x), fused(x), atol=1e-9)
+
+
+def test_fused_cell_float32_channels_last_matches_plain():
+    """The CPU fast paths (depthwise backward, shared pooling) in the benchmarked format."""
+    torch.manual_seed(1)
+    plain = Supernet(Layout.preset("arnas"), 8, 10, 5, fused=False)
+    fused = Supernet(Layout.preset("arnas"), 8, 10, 5, fused=True)
+    fused.load_state_dict(plain.state_dict())
+    plain, fused = (m.to(memory_format=torch.channels_last) for m in (plain, fused))
+    x = torch.rand(6, 3, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y1, y2 = plain(x), fused(x)
+    assert torch.allclose(y1, y2, atol=1e-5)
+    p1 = [x, *plain.arch_parameters().values(), *plain.weight_parameters()]
+    p2 = [x, *fused.arch_parameters().values(), *fused.weight_parameters()]
+    for a, b in zip(torch.autograd.grad(y1.logsumexp(1).sum(), p1), torch.autograd.grad(y2.logsumexp(1).sum(), p2)):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_network_with_aux_drop_path_and_every_genotype():

@@ -1,0 +1,99 @@
+"""Depthwise convolution with a faster CPU backward (same mathematics as ``F.conv2d``).
+
+PyTorch's CPU (oneDNN) backward of a depthwise convolution is far slower than its forward,
+most of all for dilated and 5x5 kernels: at C=8, 32x32, batch 16, channels_last, 1 thread the
+input gradient of a dilated 5x5 depthwise conv took 4.3x its forward, and the weight gradient
+of a 5x5 one 5x (``benchmarks/RESULTS.md``). The supernet spends most of a search step in
+exactly these backward passes (every PGD step back-propagates to the input through every
+depthwise conv of every edge), so on CPU :func:`depthwise_conv2d` computes them as forward
+convolutions instead:
+
+* input gradient, stride 1: the correlation of the output gradient with the flipped kernel
+  (same padding and dilation); stride s: the same on the output gradient spread onto the
+  input grid (zeros between), which replaces a strided transposed convolution;
+* weight gradient: a correlation of the padded input with the output gradient used as the
+  kernel (batch folded into groups), dilated by the stride and strided by the dilation.
+
+Both are exact up to float summation order; tests compare against ``F.conv2d``'s autograd in
+float64, including double backward. On CUDA (cuDNN) the native backward is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["depthwise_conv2d", "dw_conv"]
+
+
+def _grad_input(go: Tensor, w: Tensor, shape: torch.Size, stride: int, padding: int, dilation: int) -> Tensor:
+    C = shape[1]
+    if stride != 1:
+        up = go.new_zeros(shape[0], C, shape[2], shape[3]).contiguous(memory_format=_fmt(go))
+        ho, wo = go.shape[2], go.shape[3]
+        up[:, :, : stride * (ho - 1) + 1 : stride, : stride * (wo - 1) + 1 : stride] = go
+        go = up
+    # "same" correlation of the (spread) gradient with the flipped kernel; crop if the
+    # forward's padding was not symmetric in effect
+    pad_t = dilation * (w.shape[-1] - 1) - padding
+    out = F.conv2d(go, w.flip(-1, -2), None, 1, pad_t, dilation, C)
+    return out[:, :, : shape[2], : shape[3]]
+
+
+def _grad_weight(go: Tensor, x: Tensor, k: int, stride: int, padding: int, dilation: int) -> Tensor:
+    N, C, H, W = x.shape
+    xp = F.pad(x, (padding, padding, padding, padding)) if padding else x
+    xi = xp.transpose(0, 1).reshape(1, C * N, xp.shape[2], xp.shape[3])
+    ker = go.transpose(0, 1).reshape(C * N, 1, go.shape[2], go.shape[3])
+    r = F.conv2d(xi, ker, None, dilation, 0, stride, C * N)  # [1, C*N, >=k, >=k]
+    return r[:, :, :k, :k].reshape(C, N, k, k).sum(1, keepdim=True)
+
+
+def _fmt(t: Tensor) -> torch.memory_format:
+    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+        and not t.is_contiguous() else torch.contiguous_format
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, stride: int, padding: int, dilation: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, dilation)
+        return F.conv2d(x, w, None, stride, padding, dilation, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, go: Tensor):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        stride, padding, dilation = ctx.conf
+        gx = gw = None
+        k = w.shape[-1]
+        # measured per case (module docstring): oneDNN stays faster for the input gradient
+        # of undilated strided kernels and the weight gradient of undilated 3x3 kernels
+        native_in = stride != 1 and dilation == 1
+        native_w = dilation == 1 and k <= 3
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if (need_x and native_in) or (need_w and native_w):
+            nx, nw, _ = torch.ops.aten.convolution_backward(
+                go, x, w, None, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], x.shape[1],
+                [need_x and native_in, need_w and native_w, False])
+            gx, gw = nx, nw
+        if need_x and not native_in:
+            gx = _grad_input(go, w, x.shape, stride, padding, dilation)
+        if need_w and not native_w:
+            gw = _grad_weight(go, x, k, stride, padding, dilation)
+        return gx, gw, None, None, None
+
+
+def depthwise_conv2d(x: Tensor, w: Tensor, stride: int = 1, padding: int = 0, dilation: int = 1) -> Tensor:
+    """``F.conv2d(x, w, None, stride, padding, dilation, groups=C)`` for ``w`` of shape
+    ``[C, 1, k, k]``, with the CPU backward of the module docstring."""
+    if x.device.type != "cpu" or not (x.requires_grad or w.requires_grad) or not torch.is_grad_enabled():
+        return F.conv2d(x, w, None, stride, padding, dilation, x.shape[1])
+    return _DepthwiseConv.apply(x, w, stride, padding, dilation)
+
+
+def dw_conv(conv: nn.Conv2d, x: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Apply the depthwise ``conv`` module (square kernel, no bias) through :func:`depthwise_conv2d`."""
+    return depthwise_conv2d(x, conv.weight if weight is None else weight, conv.stride[0], conv.padding[0],
+                            conv.dilation[0])
