@@ -22,6 +22,7 @@ from arnas_ray.attacks import (
     autoattack,
     fgsm,
     pgd,
+    pgd_groups,
     robust_accuracy,
 )
 from arnas_ray.errors import SpecError
@@ -278,6 +279,38 @@ def test_pgd_properties_over_seeds(seed):
         clean = F.cross_entropy(model(x), y)
         adv = F.cross_entropy(model(x_adv), y)
     assert adv.item() >= clean.item()
+
+
+def test_pgd_groups_equals_separate_attacks():
+    model = tiny_net(seed=1)
+    spec = AttackSpec(eps=8 / 255, alpha=2 / 255, steps=5)
+    batches = [batch(n=12, seed=s, model=model) for s in (3, 4, 5)]
+    xs, ys = [b[0] for b in batches], [b[1] for b in batches]
+    g1, g2 = gen(7), gen(7)
+    separate = [pgd(model, x, y, spec, generator=g1) for x, y in zip(xs, ys)]
+    joint = pgd_groups(lambda batch_list: [model(x) for x in batch_list], xs, ys, spec, generator=g2)
+    for a, b in zip(separate, joint):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="one restart"):
+        pgd_groups(lambda b: [model(x) for x in b], xs, ys, dataclasses.replace(spec, restarts=2))
+    with pytest.raises(ValueError, match="as many"):
+        pgd_groups(lambda b: [model(x) for x in b], xs, ys[:2], spec)
+
+
+def test_pgd_groups_through_supernet_forward_groups():
+    from arnas_ray.space import Layout, Supernet
+
+    torch.manual_seed(0)
+    net = Supernet(Layout.preset("arnas"), C=4, num_classes=4, cells=3).double().train()
+    spec = AttackSpec(eps=8 / 255, alpha=2 / 255, steps=3)
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.rand(4, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+    ys = [torch.randint(0, 4, (4,), generator=g) for _ in range(2)]
+    g1 = gen(1)
+    separate = [pgd(net, x, y, spec, generator=g1) for x, y in zip(xs, ys)]
+    joint = pgd_groups(net.forward_groups, xs, ys, spec, generator=gen(1))
+    for a, b in zip(separate, joint):
+        assert torch.allclose(a, b, atol=1e-12)
 
 
 def test_pgd_random_start_is_uniform_in_ball_and_generator_device():

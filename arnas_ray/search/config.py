@@ -44,6 +44,13 @@ class SearchConfig:
         warmup_adv_epochs: adversarial-only architecture updates for the first epochs.
         steps_per_epoch: cap on search steps per epoch (``None``: a full pass).
         eval_samples: held-out examples for the per-epoch natural / PGD-10 accuracy.
+        pair_attacks: run the step's two PGD attacks (training and validation batch) as one
+            pass per PGD step, the batches stacked along the channels with their own batch
+            statistics (:meth:`arnas_ray.space.Supernet.forward_groups`): the same adversarial
+            examples, measured 1.5x faster per attack pass on CPU. Used with fused ops, equal
+            batch shapes, one restart and no ``compile``. Those passes do not update the batch
+            norms' running statistics (separate passes in training mode do); running
+            statistics only enter the per-epoch eval-mode accuracies, never the search.
     """
 
     placement: str | tuple[str, ...] = "arnas"
@@ -79,6 +86,7 @@ class SearchConfig:
     channels_last: bool = True
     amp: str = "off"
     compile: bool = False
+    pair_attacks: bool = True
 
     def __post_init__(self) -> None:
         # sequences given as lists (Python callers) are stored as tuples: hashable, and equal

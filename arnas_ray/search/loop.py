@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
-from arnas_ray.attacks import AttackSpec, frozen_parameters, pgd
+from arnas_ray.attacks import AttackSpec, frozen_parameters, pgd, pgd_groups
 from arnas_ray.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from arnas_ray.data import DataSplits, make_loader
 from arnas_ray.errors import CheckpointError, DivergenceError, SpecError
@@ -171,6 +171,13 @@ def build_search(config: SearchConfig, num_classes: int, in_channels: int,
 
 
 
+def _pairable(parts: SearchParts, x_tr: torch.Tensor, x_val: torch.Tensor) -> bool:
+    """Whether the two PGD attacks can share passes (``SearchConfig.pair_attacks``)."""
+    c, m = parts.config, parts.model
+    return (c.pair_attacks and not c.compile and c.attack.restarts == 1 and m.training
+            and x_tr.shape == x_val.shape and all(cell.fused for cell in m.cells))
+
+
 def search_step(parts: SearchParts, x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor,
                 y_val: torch.Tensor, *, eta: float, strategy: str,
                 generator: torch.Generator | None) -> StepOutput:
@@ -184,8 +191,12 @@ def search_step(parts: SearchParts, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va
         x_val = x_val.contiguous(memory_format=torch.channels_last)
     need_adv = architect.objectives(strategy)[1]
     with frozen_parameters(model.parameters()), ctx():  # PGD asks for input gradients only
-        x_tr_adv = pgd(parts.fwd, x_tr, y_tr, config.attack, generator=generator)
-        x_val_adv = pgd(parts.fwd, x_val, y_val, config.attack, generator=generator) if need_adv else None
+        if need_adv and _pairable(parts, x_tr, x_val):  # both attacks in one pass per PGD step
+            x_tr_adv, x_val_adv = pgd_groups(model.forward_groups, [x_tr, x_val], [y_tr, y_val], config.attack,
+                                             generator=generator)
+        else:
+            x_tr_adv = pgd(parts.fwd, x_tr, y_tr, config.attack, generator=generator)
+            x_val_adv = pgd(parts.fwd, x_val, y_val, config.attack, generator=generator) if need_adv else None
     stats = architect.step(ArchBatch(x_tr_adv, y_tr, x_val, y_val, x_val_adv), eta=eta,
                            w_optimizer=w_opt, strategy=strategy)
     # weight step on the adversarial training batch (weight gradients only)

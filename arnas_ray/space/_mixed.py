@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arnas_ray.space import _groups as _g
 from arnas_ray.space._dwconv import dw_conv
 from arnas_ray.space.ops import DilConv, FactorizedReduce, Identity, MixedOp, SepConv
 
@@ -41,24 +42,24 @@ FUSABLE = frozenset({
 })
 
 
-def _bn_scaled(x: torch.Tensor, bn: nn.BatchNorm2d, w: torch.Tensor) -> torch.Tensor:
+def _bn_scaled(x: torch.Tensor, bn: nn.BatchNorm2d, w: torch.Tensor, groups: int = 1) -> torch.Tensor:
     """``w * bn(x)`` for a non-affine ``bn``, as one batch-norm call."""
-    scale = w.expand(x.shape[1]).contiguous()
-    training = bn.training or not bn.track_running_stats
-    if bn.training and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-    momentum = bn.momentum if bn.momentum is not None else 0.1
-    return F.batch_norm(x, bn.running_mean, bn.running_var, scale, None, training, momentum, bn.eps)
+    return _g.bn(bn, x, groups, weight=w.expand(x.shape[1]).contiguous())
 
 
 def _pool_bn(name: str, op: nn.Sequential, x: torch.Tensor, w: torch.Tensor,
-             cache: dict[str, object]) -> torch.Tensor:
+             cache: dict[str, object], groups: int = 1) -> torch.Tensor:
     """``w * BN(pool(x))`` with the pooling (and, in training mode, the normalisation) shared
     through ``cache`` by all edges leaving the node ``x``."""
     pooled = cache.get(name)
     if pooled is None:
         pooled = cache[name] = op[0](x)
     bn = op[1]
+    if groups > 1:  # batch statistics per channel block, no running statistics
+        normed = cache.get(name + ".bn")
+        if normed is None:
+            normed = cache[name + ".bn"] = _g.bn(bn, pooled, groups)  # type: ignore[arg-type]
+        return w * normed  # type: ignore[operator]
     if not (bn.training and bn.track_running_stats and bn.running_mean is not None):
         return _bn_scaled(pooled, bn, w)  # type: ignore[arg-type]
     momentum = bn.momentum if bn.momentum is not None else 0.1
@@ -90,8 +91,10 @@ class FusedMixedOp(MixedOp):
         super().__init__(C, stride, primitives)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor,
-                cache: dict[str, object] | None = None) -> torch.Tensor:
-        """``sum_k weights[k] * op_k(x)``; ``cache`` is shared by the edges leaving the node ``x``."""
+                cache: dict[str, object] | None = None, groups: int = 1) -> torch.Tensor:
+        """``sum_k weights[k] * op_k(x)``; ``cache`` is shared by the edges leaving the node ``x``;
+        ``groups`` batches stacked along the channels (:mod:`arnas_ray.space._groups`)."""
+        g = groups
         if cache is None:
             cache = {}
         relu_x: torch.Tensor | None = cache.get("relu")  # type: ignore[assignment]
@@ -103,23 +106,22 @@ class FusedMixedOp(MixedOp):
             if isinstance(op, SepConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                h = op[3](op[2](dw_conv(op[1], relu_x)))
-                t = _bn_scaled(op[6](dw_conv(op[5], F.relu(h))), op[7], w)
+                h = _g.bn(op[3], _g.conv(op[2], dw_conv(op[1], relu_x, _g.rep(op[1].weight, g)), g), g)
+                h = _g.conv(op[6], dw_conv(op[5], F.relu(h), _g.rep(op[5].weight, g)), g)
+                t = _bn_scaled(h, op[7], w, g)
             elif isinstance(op, DilConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                t = _bn_scaled(op[2](dw_conv(op[1], relu_x)), op[3], w)
+                h = _g.conv(op[2], dw_conv(op[1], relu_x, _g.rep(op[1].weight, g)), g)
+                t = _bn_scaled(h, op[3], w, g)
             elif isinstance(op, nn.Sequential):  # pool -> BN(affine=False)
-                t = _pool_bn(name, op, x, w, cache)
+                t = _pool_bn(name, op, x, w, cache, g)
             elif isinstance(op, Identity):
                 t = w * x
             elif isinstance(op, FactorizedReduce):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                shifted = relu_x[:, :, 1:, 1:]
-                if relu_x.shape[-1] % 2:
-                    shifted = F.pad(shifted, (0, 1, 0, 1))
-                t = _bn_scaled(torch.cat([op.conv_1(relu_x), op.conv_2(shifted)], dim=1), op.bn, w)
+                t = _bn_scaled(op.branches(relu_x, g), op.bn, w, g)
             else:  # pragma: no cover - FUSABLE guards this
                 t = w * op(x)
             total = t if total is None else total + t

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnas_ray._registry import Registry
+from arnas_ray.space import _groups as _g
 
 __all__ = [
     "DARTS_PRIMITIVES",
@@ -105,13 +106,24 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
+    def branches(self, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        """Both convolutions of the (already rectified) input, concatenated, before the BN
+        (``groups``: batches stacked along the channels, see :mod:`arnas_ray.space._groups`).
+
+        The second branch is a stride-2 1x1 conv of the input shifted by one pixel (odd sizes
+        padded with zeros); it reads exactly the odd pixels, so it is computed as a stride-1
+        1x1 conv of ``x[:, :, 1::2, 1::2]`` (a quarter-size gather instead of copying the
+        whole shifted input)."""
+        a = _g.conv(self.conv_1, x, groups)
+        odd = x[:, :, 1::2, 1::2]
+        dh, dw = a.shape[-2] - odd.shape[-2], a.shape[-1] - odd.shape[-1]
+        if dh or dw:
+            odd = F.pad(odd, (0, dw, 0, dh))
+        b = F.conv2d(odd, _g.rep(self.conv_2.weight, groups), None, 1, 0, 1, groups)
+        return _g.gcat([a, b], groups)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        # the second branch sees the input shifted by one pixel; odd sizes are padded to match
-        shifted = x[:, :, 1:, 1:]
-        if x.shape[-1] % 2:
-            shifted = F.pad(shifted, (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.bn(self.branches(self.relu(x)))
 
 
 def _register(name: str, factory: OpFactory) -> None:

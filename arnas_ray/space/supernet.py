@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arnas_ray.space import _groups as _g
 from arnas_ray.space._mixed import FUSABLE, FusedMixedOp
 from arnas_ray.space.genotype import Genotype, derive_genotype
 from arnas_ray.space.layout import Layout
@@ -41,20 +42,29 @@ class SearchCell(nn.Module):
             op_cls(C, 2 if reduction and j < 2 else 1, primitives) for i in range(steps) for j in range(2 + i)
         )
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        g = groups
+        states = [_preprocess(self.preprocess0, s0, g), _preprocess(self.preprocess1, s1, g)]
         caches: list[dict[str, object]] = [{}, {}]  # per source node, shared by its out-edges (fused ops)
         offset = 0
         for _ in range(self.steps):
             s = None
             for j, h in enumerate(states):
                 op = self._ops[offset + j]
-                t = op(h, weights[offset + j], caches[j]) if self.fused else op(h, weights[offset + j])
+                t = op(h, weights[offset + j], caches[j], g) if self.fused else op(h, weights[offset + j])
                 s = t if s is None else s + t
             offset += len(states)
             states.append(s)
             caches.append({})
-        return torch.cat(states[-self.multiplier:], dim=1)  # [N, multiplier*C, H, W]
+        return _g.gcat(states[-self.multiplier:], g)  # [N, g*multiplier*C, H, W]
+
+
+def _preprocess(m: nn.Module, x: torch.Tensor, g: int) -> torch.Tensor:
+    if g == 1:
+        return m(x)
+    if isinstance(m, FactorizedReduce):
+        return _g.bn(m.bn, m.branches(F.relu(x), g), g)
+    return _g.bn(m[2], _g.conv(m[1], F.relu(x), g), g)  # ReLUConvBN
 
 
 class Supernet(nn.Module):
@@ -113,6 +123,35 @@ class Supernet(nn.Module):
             s0, s1 = s1, cell(s0, s1, weights[ctype])
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1)  # [N, C_last]
         return self.classifier(out)
+
+    def forward_groups(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The logits of several same-shaped batches from one pass (training mode only).
+
+        The batches are stacked along the channels (:mod:`arnas_ray.space._groups`): each keeps
+        its own batch-norm statistics, so the logits and the input gradients equal those of
+        separate ``forward`` calls, in fewer and wider kernels. Unlike ``forward``, the pass
+        does not update batch-norm running statistics. The search uses it for its two PGD
+        attacks (``SearchConfig.pair_attacks``).
+
+        Raises:
+            ValueError: shapes differ, the model is in eval mode or uses plain ``MixedOp``s.
+        """
+        g = len(xs)
+        if g == 1:
+            return [self(xs[0])]
+        if any(x.shape != xs[0].shape for x in xs):
+            raise ValueError(f"forward_groups needs batches of one shape, got {[tuple(x.shape) for x in xs]}")
+        if not self.training:
+            raise ValueError("forward_groups needs training mode (batch statistics)")
+        if not all(c.fused for c in self.cells):
+            raise ValueError("forward_groups needs fused mixed ops (fused=True and fusable primitives)")
+        weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}
+        x = torch.cat(list(xs), dim=1)  # batch i in channel block i
+        s0 = s1 = _g.bn(self.stem[1], _g.conv(self.stem[0], x, g), g)
+        for cell, ctype in zip(self.cells, self._cell_types):
+            s0, s1 = s1, cell(s0, s1, weights[ctype], g)
+        out = F.adaptive_avg_pool2d(s1, 1).flatten(1).unflatten(1, (g, -1))  # [N, g, C_last]
+        return list(self.classifier(out).unbind(1))
 
     def arch_parameters(self) -> dict[str, nn.Parameter]:
         """Architecture parameters by cell type name."""

@@ -135,3 +135,22 @@ def test_non_finite_loss_from_the_start(data, monkeypatch):
     with pytest.raises(DivergenceError, match=r"epoch 1, step 0") as info:
         run_search(_config(epochs=1, order="first"), data, "cpu")
     assert (info.value.epoch, info.value.step) == (1, 0)
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_paired_attacks_give_the_same_search(data, order, monkeypatch):
+    """Both PGD attacks of a step in one grouped pass per PGD step: same alphas and gammas."""
+    from arnas_ray.space import Supernet
+
+    calls = []
+    original = Supernet.forward_groups
+    monkeypatch.setattr(Supernet, "forward_groups", lambda self, xs: calls.append(len(xs)) or original(self, xs))
+    paired = run_search(_config(order=order, pair_attacks=True, channels_last=False), data)
+    assert calls and set(calls) == {2}  # 2 epochs x 2 steps x 2 PGD steps
+    assert len(calls) == 8
+    separate = run_search(_config(order=order, pair_attacks=False, channels_last=False), data)
+    for t, rows in paired.alphas.items():
+        assert torch.allclose(torch.tensor(rows), torch.tensor(separate.alphas[t]), rtol=1e-4, atol=1e-6), t
+    for h1, h2 in zip(paired.history, separate.history):
+        assert h1["gamma_last"] == pytest.approx(h2["gamma_last"], abs=1e-4)
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-4)

@@ -157,3 +157,52 @@ def test_no_ray_import_in_space_and_core(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("preset", ["arnas", "darts"])
+@pytest.mark.parametrize("size", [8, 9])
+def test_forward_groups_equals_separate_passes(preset, size):
+    """Batches stacked along the channels: same logits and input gradients as separate passes."""
+    torch.manual_seed(0)
+    net = Supernet(Layout.preset(preset), C=4, num_classes=10, cells=4).double().train()
+    xs = [torch.rand(3, 3, size, size, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    sep = [net(x) for x in xs]
+    g_sep = torch.autograd.grad(sum(lo.logsumexp(1).sum() for lo in sep), xs)
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    grouped = net.forward_groups(xs)
+    g_grp = torch.autograd.grad(sum(lo.logsumexp(1).sum() for lo in grouped), xs)
+    for a, b in zip(sep, grouped):
+        assert torch.allclose(a, b, atol=1e-12)
+    for a, b in zip(g_sep, g_grp):
+        assert torch.allclose(a, b, atol=1e-12)
+    # the grouped pass leaves the running statistics alone (documented)
+    for k, v in net.named_buffers():
+        assert torch.equal(v, buffers[k]), k
+
+
+def test_forward_groups_channels_last_float32():
+    torch.manual_seed(0)
+    net = Supernet(Layout.preset("arnas"), C=8, num_classes=10, cells=5).to(memory_format=torch.channels_last)
+    xs = [torch.rand(4, 3, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_() for _ in range(2)]
+    sep = [net(x) for x in xs]
+    grouped = net.forward_groups(xs)
+    g1 = torch.autograd.grad(sum(lo.logsumexp(1).sum() for lo in sep), xs)
+    g2 = torch.autograd.grad(sum(lo.logsumexp(1).sum() for lo in grouped), xs)
+    for a, b in zip(sep, grouped):
+        assert torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_forward_groups_refuses_what_it_cannot_do():
+    net = Supernet(Layout.preset("arnas"), C=4, num_classes=10, cells=3)
+    x = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="one shape"):
+        net.forward_groups([x, torch.rand(3, 3, 8, 8)])
+    net.eval()
+    with pytest.raises(ValueError, match="training mode"):
+        net.forward_groups([x, x])
+    plain = Supernet(Layout.preset("arnas"), C=4, num_classes=10, cells=3, fused=False)
+    with pytest.raises(ValueError, match="fused"):
+        plain.forward_groups([x, x])
+    assert torch.equal(net.forward_groups([x])[0], net(x))
