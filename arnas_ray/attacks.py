@@ -405,7 +405,8 @@ class _AutoAttackModel(nn.Module):
         self.low, self.scale, self.dtype = low, scale, dtype
 
     def forward(self, z: Tensor) -> Tensor:
-        out = _logits(self._model[0], (z * self.scale + self.low).to(self.dtype))
+        x = (z * self.scale + self.low).to(self.dtype)
+        out = _logits(self._model[0], x.contiguous(memory_format=_work_format(x)))  # see _work_format
         return out.to(z.dtype)
 
 

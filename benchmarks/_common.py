@@ -68,3 +68,60 @@ def matmul_gflops(device: str = "cpu", n: int = 1024, repeats: int = 5) -> float
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+# forward-equivalent passes of one search step (a backward ~ 2 forwards): PGD 2x7 (fwd + input
+# bwd), architecture (first: 2 passes; second: 1 unrolled + 2 val + 4 HVP), weight step 1. A
+# paired PGD pass (both attacks in one grouped pass) counts as the two passes it replaces.
+PASSES = {"first": 14 + 2 + 1, "second": 14 + 7 + 1}
+
+
+def time_search_step(*, C: int, cells: int, size: int, batch: int, order: str, device: Any, steps: int,
+                     amp: str = "off", pair: bool = True, compile_: bool = False) -> dict[str, Any]:
+    """Seconds per full MGDA search step (after one warm-up step), images/s, peak memory (CUDA:
+    allocator peak; CPU: growth of this process's max RSS after building the model) and the
+    achieved GFLOP/s (supernet MACs x 2 x 3 (fwd + bwd) x forward-equivalent passes / time)."""
+    import resource
+
+    import torch
+
+    from arnas_ray.search import SearchConfig
+    from arnas_ray.search.loop import build_search, search_step
+    from arnas_ray.space import count_macs
+
+    device = torch.device(device)
+    cfg = SearchConfig(channels=C, cells=cells, batch_size=batch, order=order, amp=amp, strategy="mgda",
+                       pair_attacks=pair, compile=compile_)
+    parts = build_search(cfg, 10, 3, device)
+    parts.model.train()
+    g = torch.Generator().manual_seed(0)
+    x_tr, x_val = (torch.rand(batch, 3, size, size, generator=g).to(device) for _ in range(2))
+    y_tr, y_val = (torch.randint(0, 10, (batch,), generator=g).to(device) for _ in range(2))
+    gen = torch.Generator().manual_seed(1)
+
+    def step() -> None:
+        out = search_step(parts, x_tr, y_tr, x_val, y_val, eta=cfg.lr, strategy="mgda", generator=gen)
+        if not bool(out.finite):
+            raise FloatingPointError("non-finite search step in the benchmark")
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()  # warm-up (and compile, if asked)
+    if cuda:
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    dt = (time.perf_counter() - t) / steps
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # KiB on Linux
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    macs = count_macs(parts.model, size, 3, device=device)  # per image, one forward
+    gflops = 2 * macs * batch * 3 * PASSES[order] / dt / 1e9
+    return {"sec_per_step": round(dt, 4), "images_per_s": round(batch / dt, 3), "peak_mem_mb": round(peak, 1),
+            "macs_per_image": macs, "achieved_gflops": round(gflops, 2)}

@@ -26,19 +26,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from arnas_ray.search import SearchConfig
-from arnas_ray.search.loop import build_search, search_step
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import PASSES, cpu_model, emit, matmul_gflops, time_search_step  # noqa: E402
 
 SHAPES = {"small": dict(C=8, layers=5, batch=16, size=32), "large": dict(C=16, layers=8, batch=32, size=32)}
 # the shared/ folder beside the checkout (as CI and the development machines lay it out)
@@ -46,59 +44,19 @@ REF_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "bench" / "ref_sea
 MIRROR = Path("/work/.mirror/fyqsama+ARNAS/repo")
 
 
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
-
-
-def time_ours(order: str, shape: dict[str, int], steps: int, device: torch.device,
-              compile_: bool = False) -> dict[str, Any]:
-    config = SearchConfig(channels=shape["C"], cells=shape["layers"], batch_size=shape["batch"],
-                          order=order, strategy="mgda", compile=compile_)
-    parts = build_search(config, 10, 3, device)
-    parts.model.train()
-    g = torch.Generator().manual_seed(0)
-    b, s = shape["batch"], shape["size"]
-    x_tr, x_val = (torch.rand(b, 3, s, s, generator=g).to(device) for _ in range(2))
-    y_tr, y_val = (torch.randint(0, 10, (b,), generator=g).to(device) for _ in range(2))
-    gen = torch.Generator().manual_seed(1)
-
-    def step() -> None:
-        out = search_step(parts, x_tr, y_tr, x_val, y_val, eta=config.lr, strategy="mgda", generator=gen)
-        if not bool(out.finite):
-            raise FloatingPointError("non-finite step in the benchmark")
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step()  # warm-up (and compile, if asked)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    dt = (time.perf_counter() - t) / steps
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-    else:  # growth of this (fresh) process's resident high-water mark (KiB on Linux)
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    return {"impl": "arnas-ray", "order": order, "sec_per_step": round(dt, 4),
-            "images_per_s": round(b / dt, 3), "peak_mem_mb": round(peak, 1)}
+def time_ours(order: str, shape: dict[str, int], steps: int, device: torch.device, compile_: bool = False,
+              pair: bool = True) -> dict[str, Any]:
+    r = time_search_step(C=shape["C"], cells=shape["layers"], size=shape["size"], batch=shape["batch"],
+                         order=order, device=device, steps=steps, pair=pair, compile_=compile_)
+    return {"impl": "arnas-ray", "order": order, **r}
 
 
 def time_ours_subprocess(order: str, shape_name: str, steps: int, threads: int, device: str,
-                         compile_: bool) -> dict[str, Any]:
+                         compile_: bool, pair: bool) -> dict[str, Any]:
     """:func:`time_ours` in a fresh process, so that its peak memory is its own."""
     cmd = [sys.executable, __file__, "--worker", order, "--shape", shape_name, "--steps", str(steps),
-           "--threads", str(threads), "--device", device] + (["--compile"] if compile_ else [])
+           "--threads", str(threads), "--device", device] + (["--compile"] if compile_ else []) \
+        + ([] if pair else ["--no-pair"])
     proc = subprocess.run(cmd, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if proc.returncode != 0:
@@ -138,15 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the forward passes")
+    p.add_argument("--no-pair", action="store_true",
+                   help="run the two PGD attacks as separate passes (SearchConfig.pair_attacks=False)")
     p.add_argument("--worker", choices=("second", "first"), default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     shape = SHAPES[a.shape]
     if a.worker is not None:
-        print(json.dumps(time_ours(a.worker, shape, a.steps, device, a.compile)), flush=True)
+        print(json.dumps(time_ours(a.worker, shape, a.steps, device, a.compile, not a.no_pair)), flush=True)
         return 0
-    meta = {"shape": a.shape, **shape, "threads": a.threads, "device": str(device), "cpu": _cpu_model(),
+    meta = {"shape": a.shape, **shape, "threads": a.threads, "device": str(device), "cpu": cpu_model(),
             "torch": torch.__version__}
     print(json.dumps({"meta": meta}), flush=True)
     reference = not a.no_reference
@@ -166,30 +126,35 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in range(a.rounds):
         for order in a.order:
-            res = time_ours_subprocess(order, a.shape, a.steps, a.threads, a.device, a.compile)
+            res = time_ours_subprocess(order, a.shape, a.steps, a.threads, a.device, a.compile, not a.no_pair)
             runs.setdefault(("arnas-ray", order), []).append(res)
             print(json.dumps({"round": r, **res}), flush=True)
         if reference:
             res = time_reference(shape, a.ref_steps, a.threads, a.mirror)
             runs.setdefault(("reference", "second"), []).append(res)
             print(json.dumps({"round": r, **res}), flush=True)
+    peak = matmul_gflops(a.device, n=2048 if device.type == "cuda" else 1024)
     summary = {}
     for (impl, order), rs in runs.items():
         sec = statistics.median(x["sec_per_step"] for x in rs)
         mems = [x["peak_mem_mb"] for x in rs if x["peak_mem_mb"] is not None]
         summary[(impl, order)] = sec
-        print(json.dumps({"impl": impl, "order": order, "sec_per_step": round(sec, 4),
-                          "images_per_s": round(shape["batch"] / sec, 3),
-                          "peak_mem_mb": max(mems) if mems else None, "rounds": len(rs), **meta}), flush=True)
+        line: dict[str, Any] = {"bench": "search_step", "impl": impl, "order": order, "sec_per_step": round(sec, 4),
+                                "images_per_s": round(shape["batch"] / sec, 3),
+                                "peak_mem_mb": max(mems) if mems else None, "rounds": len(rs), **meta}
+        if impl == "arnas-ray":
+            gflops = 2 * rs[0]["macs_per_image"] * shape["batch"] * 3 * PASSES[order] / sec / 1e9
+            line.update(pair_attacks=not a.no_pair, achieved_gflops=round(gflops, 2),
+                        matmul_gflops=round(peak, 1), fraction_of_matmul=round(gflops / peak, 4))
+        emit(line)
     ref = summary.get(("reference", "second"))
     if ref is not None:
         for order in a.order:
             ours = summary[("arnas-ray", order)]
-            print(json.dumps({"ratio": f"arnas-ray {order} / reference second", "order": order,
-                              "speedup_images_per_s": round(ref / ours, 2),
-                              "per_round": [round(x["sec_per_step"] / y["sec_per_step"], 2) for x, y in
-                                            zip(runs[("reference", "second")], runs[("arnas-ray", order)])]}),
-                  flush=True)
+            emit({"bench": "search_step_ratio", "shape": a.shape, "ratio": f"arnas-ray {order} / reference second",
+                  "order": order, "speedup_images_per_s": round(ref / ours, 2),
+                  "per_round": [round(x["sec_per_step"] / y["sec_per_step"], 2) for x, y in
+                                zip(runs[("reference", "second")], runs[("arnas-ray", order)])]})
     return 0
 
 
