@@ -204,7 +204,7 @@ def _work_format(x: Tensor) -> torch.memory_format:
     caller's format elsewhere. Values are unaffected; results come back in ``x``'s format."""
     if x.dim() == 4 and x.device.type == "cpu":
         return torch.channels_last
-    return torch.contiguous_format if x.is_contiguous() else torch.preserve_format
+    return _caller_format(x)
 
 
 def _caller_format(x: Tensor) -> torch.memory_format:

@@ -12,11 +12,13 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader;
   python3 -c "import torch, platform; print('torch', torch.__version__, 'python', platform.python_version())"; } | tee "$OUT/machine.txt"
-timeout 170 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider -o addopts="" 2>&1 | grep -v "^$" | tail -30 | tee "$OUT/gpu_tests.txt"
-for shape in small large; do
-  timeout 90 python3 benchmarks/search_step.py --device cuda --shape "$shape" --no-reference --steps 3 --rounds 1 \
-    2>>"$OUT/bench.err" | tee -a "$OUT/bench.jsonl"
+timeout 150 python3 -m pytest -q -s -m gpu tests/gpu -p no:cacheprovider -o addopts="" 2>&1 | grep -v "^$" | tail -30 | tee "$OUT/gpu_tests.txt"
+B="timeout 100 python3 benchmarks/search_step.py --device cuda --no-reference --rounds 1"
+$B --shape small --steps 3 2>>"$OUT/bench.err" | grep '"bench"' | tee -a "$OUT/bench.jsonl"
+$B --shape small --steps 3 --no-pair 2>>"$OUT/bench.err" | grep '"bench"' | tee -a "$OUT/bench.jsonl"
+$B --shape large --steps 2 2>>"$OUT/bench.err" | grep '"bench"' | tee -a "$OUT/bench.jsonl"
+for bs in 64 256; do
+  timeout 60 python3 benchmarks/attacks.py --device cuda --batch-size $bs 2>>"$OUT/bench.err" | tee -a "$OUT/bench.jsonl"
 done
-timeout 60 python3 benchmarks/attacks.py --device cuda --batch-size 256 2>>"$OUT/bench.err" | tee -a "$OUT/bench.jsonl"
-timeout 110 python3 -m benchmarks.scaling --device cuda --steps 2 ${SCALING_ARGS:-} 2>>"$OUT/bench.err" | tee -a "$OUT/bench.jsonl"
+timeout 120 python3 -m benchmarks.scaling --device cuda --steps 2 --amp off ${SCALING_ARGS:-} 2>>"$OUT/bench.err" | tee -a "$OUT/bench.jsonl"
 tail -5 "$OUT/bench.err"

@@ -533,3 +533,21 @@ def test_cpu_generator_with_cuda_inputs_matches_cpu_start():
                        pgd(model, x.cuda(), y.cuda(), spec, generator=g.manual_seed(4)))
     x_aa = autoattack(model, x.cuda(), y.cuda(), FAST["autoattack"], **AA_FAST)
     assert x_aa.device.type == "cuda" and linf(x_aa.cpu(), x) <= FAST["autoattack"].eps + 1e-7
+
+
+def test_attacks_accept_non_contiguous_inputs_and_keep_their_layout():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+    x = torch.rand(3, 4, 4, 6)[..., :4].permute(0, 3, 1, 2)  # [3, 4, 4, 4], non-contiguous
+    y = torch.tensor([0, 1, 2])
+    spec = AttackSpec(steps=2)
+    out = pgd(model, x, y, spec, generator=gen(0))
+    assert out.shape == x.shape and out.is_contiguous()
+    assert (out - x).abs().max() <= spec.eps + 1e-7
+    flat = torch.rand(3, 6)[:, ::2]  # a non-contiguous 2-D batch [3, 3]
+    assert not flat.is_contiguous()
+    adv = pgd(nn.Linear(3, 2), flat, torch.tensor([0, 1, 0]), spec, generator=gen(0))
+    assert adv.shape == (3, 3) and (adv - flat).abs().max() <= spec.eps + 1e-7
+    xcl = torch.rand(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    conv = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    assert pgd(conv, xcl, torch.tensor([0, 1]), spec, generator=gen(0)).is_contiguous(
+        memory_format=torch.channels_last)
