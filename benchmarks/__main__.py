@@ -23,9 +23,12 @@ def main() -> int:
     a = p.parse_args()
     q = a.quick
     runs: list[tuple[str, list[str]]] = [
-        ("search_step", ["benchmarks/search_step.py"] + (["--steps", "1"] if q else [])),
-        ("search_step_large", ["benchmarks/search_step.py", "--shape", "large"] + (["--steps", "1"] if q else [])),
-        ("attacks", ["benchmarks/attacks.py"] + (["--repeats", "1", "--batch-size", "16"] if q else [])),
+        ("search_step", ["benchmarks/search_step.py"]
+         + (["--steps", "1", "--rounds", "1", "--ref-steps", "1"] if q else ["--steps", "2", "--rounds", "2"])),
+        ("search_step_large", ["benchmarks/search_step.py", "--shape", "large", "--steps", "1", "--rounds", "1",
+                               "--ref-steps", "1"]),
+        ("attacks", ["benchmarks/attacks.py", "--autoattack", "--aa-batch-size", "8"]
+         + (["--repeats", "1", "--batch-size", "16"] if q else [])),
         ("pareto", ["-m", "benchmarks.pareto_bench"]),
         ("ray_overhead", ["-m", "benchmarks.ray_overhead"] + (["--trials", "2", "--steps", "2"] if q else [])),
         ("packing", ["-m", "benchmarks.packing"] + (["--trials", "2", "--steps", "1"] if q else [])),

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).parent / "results"
+# where emit() appends its lines (ARNAS_BENCH_RESULTS overrides, e.g. for the smoke tests)
+RESULTS = Path(os.environ.get("ARNAS_BENCH_RESULTS") or Path(__file__).parent / "results")
 
 
 def cpu_model() -> str:
