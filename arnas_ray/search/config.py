@@ -48,9 +48,10 @@ class SearchConfig:
             pass per PGD step, the batches stacked along the channels with their own batch
             statistics (:meth:`arnas_ray.space.Supernet.forward_groups`): the same adversarial
             examples, measured 1.5x faster per attack pass on CPU. Used with fused ops, equal
-            batch shapes, one restart and no ``compile``. Those passes do not update the batch
-            norms' running statistics (separate passes in training mode do); running
-            statistics only enter the per-epoch eval-mode accuracies, never the search.
+            batch shapes, one restart and no ``compile``. Batch-norm running statistics get
+            the same number of updates as with separate passes, interleaved (training batch,
+            validation batch, per PGD step) rather than one attack after the other; they
+            only enter the per-epoch eval-mode accuracies, never the search.
     """
 
     placement: str | tuple[str, ...] = "arnas"

@@ -7,21 +7,25 @@ batch norms normalise per channel (so each batch keeps its own batch statistics,
 separate passes) and concatenations interleave per block. The outputs, and the gradients with
 respect to each batch's input, are those of ``g`` separate passes; the work is done in half the
 kernel calls on twice as many channels, which CPUs (vector width 16 floats) and GPUs (launch
-bound at search widths) run markedly faster. Running statistics of batch norms are not updated
-by such passes (see :meth:`arnas_ray.space.Supernet.forward_groups`).
+bound at search widths) run markedly faster. Batch norms with running statistics get the
+updates of the separate passes, one per batch in stacking order.
 
 With ``g == 1`` every helper is the plain module call, running statistics included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+import functools
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["bn", "conv", "gcat", "rep"]
+__all__ = ["apply_updates", "bn", "bn_groups", "conv", "deferred_updates", "gcat", "rep"]
 
 
 def rep(t: Tensor, g: int) -> Tensor:
@@ -47,11 +51,103 @@ def bn(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None) -> Te
             m.num_batches_tracked.add_(1)
         momentum = m.momentum if m.momentum is not None else 0.1
         return F.batch_norm(x, m.running_mean, m.running_var, weight, None, training, momentum, m.eps)
+    return bn_groups(m, x, g, weight)[0]
+
+
+Token = tuple  # (batch mean [g*C], batch inverse std [g*C], elements per channel n, groups g)
+
+
+def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None) -> tuple[Tensor, Token | None]:
+    """Training-mode ``m`` on ``g`` channel blocks, each with its own batch statistics.
+
+    The running statistics of ``m`` get the ``g`` updates that ``g`` separate passes would
+    have made, in block order (deferred to the end of a :func:`deferred_updates` block).
+    Returns the output and a token for :func:`apply_updates`, which gives other batch norms
+    fed the same input the same updates (None without running statistics)."""
     if not m.training:
         raise RuntimeError("grouped passes need batch statistics: put the model in training mode")
     if weight is None and m.affine:
-        return F.batch_norm(x, None, None, rep(m.weight, g), rep(m.bias, g), True, 0.0, m.eps)
-    return F.batch_norm(x, None, None, weight, None, True, 0.0, m.eps)
+        w, b = rep(m.weight, g), rep(m.bias, g)
+    else:
+        w, b = weight, None
+    if not (m.track_running_stats and m.running_mean is not None and m.running_var is not None):
+        return F.batch_norm(x, None, None, w, b, True, 0.0, m.eps), None
+    out, mean, invstd = torch.native_batch_norm(x, w, b, None, None, True, 0.0, m.eps)
+    token = (mean.detach(), invstd.detach(), x.numel() // x.shape[1], g)
+    apply_updates(m, token)
+    return out, token
+
+
+_PENDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("arnas_ray_bn_updates", default=None)
+
+
+@contextlib.contextmanager
+def deferred_updates() -> Iterator[None]:
+    """Collect the running-statistic updates of grouped batch norms and apply them all at the
+    end, vectorised (hundreds of tiny per-module updates cost more than the pass saves)."""
+    token = _PENDING.set([])
+    try:
+        yield
+    finally:
+        pending = _PENDING.get()
+        _PENDING.reset(token)
+        _flush(pending or [])
+
+
+def apply_updates(m: nn.BatchNorm2d, token: Token | None) -> None:
+    """Give ``m`` the block-wise running-statistic updates recorded in ``token`` (see
+    :func:`bn_groups`), now or at the end of the enclosing :func:`deferred_updates`."""
+    if token is None or m.running_mean is None or m.running_var is None:
+        return
+    pending = _PENDING.get()
+    if pending is None:
+        _flush([(m, token)])
+    else:
+        pending.append((m, token))
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(g: int, mom: float, sizes: tuple[int, ...], ns: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Per element of the concatenated ``[g*C]`` statistics: the update coefficient
+    ``mom * (1-mom)^(g-1-k)``, the unbiasing factor ``n / (n-1)`` and the index of the
+    running-statistic element it updates (the same for every pass of one model)."""
+    keep = 1.0 - mom
+    coef = np.concatenate([np.repeat(mom * keep ** np.arange(g - 1, -1, -1.0), c) for c in sizes])
+    unbias = np.concatenate([np.full(g * c, n / max(n - 1, 1)) for c, n in zip(sizes, ns)])
+    offsets = np.cumsum((0,) + sizes[:-1])
+    index = np.concatenate([np.tile(np.arange(c), g) + o for c, o in zip(sizes, offsets)])
+    return (torch.from_numpy(coef).to(device, dtype), torch.from_numpy(unbias).to(device, dtype),
+            torch.from_numpy(index).to(device))
+
+
+@torch.no_grad()
+def _flush(entries: list) -> None:
+    """For every (module, token): ``g`` batch-norm updates in block order,
+    ``r <- (1-mom)^g r + mom * sum_k (1-mom)^(g-1-k) stat_k``, with the batch mean and the
+    unbiased batch variance as statistics, computed for all modules at once."""
+    if not entries:
+        return
+    groups: dict[tuple[float, float, int], list] = {}
+    for m, tok in entries:
+        mom = m.momentum if m.momentum is not None else 0.1
+        groups.setdefault((mom, m.eps, tok[3]), []).append((m, tok))
+    for (mom, eps, g), items in groups.items():
+        keep = 1.0 - mom
+        sizes = tuple(m.running_mean.numel() for m, _ in items)
+        mean = torch.cat([tok[0] for _, tok in items])
+        coef_t, unbias_t, idx = _layout(g, mom, sizes, tuple(tok[2] for _, tok in items), mean.dtype, mean.device)
+        var = (torch.cat([tok[1] for _, tok in items]).pow(-2) - eps) * unbias_t
+        targets = [(m.running_mean.data, m.running_var.data) for m, _ in items]  # .data: see below
+        for j, stat in enumerate((mean, var)):
+            old = torch.cat([t[j] for t in targets])
+            new = (old * keep**g).index_add_(0, idx, (stat * coef_t).to(old.dtype))
+            # written through .data, as batch norm's own kernels write them: no version bump, so
+            # graphs of earlier passes that saved these buffers stay valid
+            torch._foreach_copy_([t[j] for t in targets], list(new.split(sizes)))
+        counters = [m.num_batches_tracked for m, _ in items if m.num_batches_tracked is not None]
+        if counters:
+            torch._foreach_add_(counters, g)
 
 
 def _channels_last(t: Tensor) -> bool:

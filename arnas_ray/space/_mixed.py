@@ -15,7 +15,9 @@ changes how they are evaluated on one edge:
   mode so is the non-affine batch norm after a pooling (its output depends only on the
   batch): the first edge normalises, every other edge takes the same normalised tensor and
   updates its own running statistics from the same batch mean and variance. In eval mode
-  every edge normalises with its own running statistics.
+  every edge normalises with its own running statistics;
+* ``groups > 1`` evaluates several batches stacked along the channels in one call
+  (:mod:`arnas_ray.space._groups`; used by ``Supernet.forward_groups``).
 
 Grouping the convolutions of an edge into one grouped convolution was measured too and was
 slower on CPU (the concatenations cost more than the saved kernel launches), so it is not
@@ -55,11 +57,13 @@ def _pool_bn(name: str, op: nn.Sequential, x: torch.Tensor, w: torch.Tensor,
     if pooled is None:
         pooled = cache[name] = op[0](x)
     bn = op[1]
-    if groups > 1:  # batch statistics per channel block, no running statistics
-        normed = cache.get(name + ".bn")
-        if normed is None:
-            normed = cache[name + ".bn"] = _g.bn(bn, pooled, groups)  # type: ignore[arg-type]
-        return w * normed  # type: ignore[operator]
+    if groups > 1:  # batch statistics per channel block; every edge gets the updates
+        hit = cache.get(name + ".bn")
+        if hit is None:
+            hit = cache[name + ".bn"] = _g.bn_groups(bn, pooled, groups)  # type: ignore[arg-type]
+        else:
+            _g.apply_updates(bn, hit[1])  # type: ignore[index]
+        return w * hit[0]  # type: ignore[index]
     if not (bn.training and bn.track_running_stats and bn.running_mean is not None):
         return _bn_scaled(pooled, bn, w)  # type: ignore[arg-type]
     momentum = bn.momentum if bn.momentum is not None else 0.1
@@ -73,9 +77,9 @@ def _pool_bn(name: str, op: nn.Sequential, x: torch.Tensor, w: torch.Tensor,
         cache[key] = (normed, mean.detach(), var)
     else:
         normed, mean, var = hit  # type: ignore[misc]
-        with torch.no_grad():
-            bn.running_mean.lerp_(mean, momentum)
-            bn.running_var.lerp_(var, momentum)
+        with torch.no_grad():  # through .data (see _groups.apply_updates)
+            bn.running_mean.data.lerp_(mean, momentum)
+            bn.running_var.data.lerp_(var, momentum)
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
     return w * normed

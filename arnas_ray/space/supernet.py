@@ -129,9 +129,9 @@ class Supernet(nn.Module):
 
         The batches are stacked along the channels (:mod:`arnas_ray.space._groups`): each keeps
         its own batch-norm statistics, so the logits and the input gradients equal those of
-        separate ``forward`` calls, in fewer and wider kernels. Unlike ``forward``, the pass
-        does not update batch-norm running statistics. The search uses it for its two PGD
-        attacks (``SearchConfig.pair_attacks``).
+        separate ``forward`` calls, in fewer and wider kernels. Running statistics get the
+        updates of the separate calls, in the order of ``xs``. The search uses it for its two
+        PGD attacks (``SearchConfig.pair_attacks``).
 
         Raises:
             ValueError: shapes differ, the model is in eval mode or uses plain ``MixedOp``s.
@@ -147,9 +147,10 @@ class Supernet(nn.Module):
             raise ValueError("forward_groups needs fused mixed ops (fused=True and fusable primitives)")
         weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}
         x = torch.cat(list(xs), dim=1)  # batch i in channel block i
-        s0 = s1 = _g.bn(self.stem[1], _g.conv(self.stem[0], x, g), g)
-        for cell, ctype in zip(self.cells, self._cell_types):
-            s0, s1 = s1, cell(s0, s1, weights[ctype], g)
+        with _g.deferred_updates():
+            s0 = s1 = _g.bn(self.stem[1], _g.conv(self.stem[0], x, g), g)
+            for cell, ctype in zip(self.cells, self._cell_types):
+                s0, s1 = s1, cell(s0, s1, weights[ctype], g)
         out = F.adaptive_avg_pool2d(s1, 1).flatten(1).unflatten(1, (g, -1))  # [N, g, C_last]
         return list(self.classifier(out).unbind(1))
 
