@@ -20,7 +20,6 @@ import contextvars
 import functools
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -113,12 +112,18 @@ def _layout(g: int, mom: float, sizes: tuple[int, ...], ns: tuple[int, ...], dty
     ``mom * (1-mom)^(g-1-k)``, the unbiasing factor ``n / (n-1)`` and the index of the
     running-statistic element it updates (the same for every pass of one model)."""
     keep = 1.0 - mom
-    coef = np.concatenate([np.repeat(mom * keep ** np.arange(g - 1, -1, -1.0), c) for c in sizes])
-    unbias = np.concatenate([np.full(g * c, n / max(n - 1, 1)) for c, n in zip(sizes, ns)])
-    offsets = np.cumsum((0,) + sizes[:-1])
-    index = np.concatenate([np.tile(np.arange(c), g) + o for c, o in zip(sizes, offsets)])
-    return (torch.from_numpy(coef).to(device, dtype), torch.from_numpy(unbias).to(device, dtype),
-            torch.from_numpy(index).to(device))
+    coef: list[float] = []
+    unbias: list[float] = []
+    index: list[int] = []
+    offset = 0
+    for c, n in zip(sizes, ns):
+        for k in range(g):
+            coef += [mom * keep ** (g - 1 - k)] * c
+            index += range(offset, offset + c)
+        unbias += [n / max(n - 1, 1)] * (g * c)
+        offset += c
+    return (torch.tensor(coef, dtype=dtype, device=device), torch.tensor(unbias, dtype=dtype, device=device),
+            torch.tensor(index, device=device))
 
 
 @torch.no_grad()
