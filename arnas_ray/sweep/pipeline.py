@@ -380,15 +380,20 @@ def _fit(spec: SweepSpec, stage: str, run_dir: Path, trainable, param_space: dic
 
 
 def _select(spec: SweepSpec, table: pd.DataFrame) -> list[dict[str, Any]]:
-    """Retrain points from the non-dominated finished search rows (identical genotypes once)."""
+    """Retrain points from the non-dominated finished search rows, one per distinct network.
+
+    Rows that build the same discrete network are retrained once (the first by the front's
+    order): the same genotype JSON, and also the same cells at the same positions and widths
+    under other names (a search from scratch tells cell types apart only by which stages
+    share them, so ``robust-first`` finds the ``arnas`` network with the names swapped)."""
     search = table[table["stage"] == "search"]
-    front = select_front(search, spec.selection.objectives, top_k=spec.selection.top_k)
+    # the network's structure where it can be built, else the genotype JSON (canonicalised)
+    arch = [_structure(spec, row) or _canonical_genotype(row["genotype"]) for _, row in search.iterrows()]
+    front = select_front(search.assign(architecture=arch), spec.selection.objectives,
+                         top_k=spec.selection.top_k, dedup_on=("architecture",))
     points = []
     for _, row in front.iterrows():
-        layout = Layout.from_spec(row["placement"], json.loads(row["channel_ratios"])) if \
-            row["placement"] in _presets() else None
-        cfg = json.loads(row["config"]) if isinstance(row["config"], str) else {}
-        placement = list(layout.placement) if layout is not None else list(_as_tuple(cfg.get("placement")))
+        placement = _placement(row)
         points.append({
             "key": f"retrain_{row['trial_id']}", "source": row["trial_id"],
             "genotype": Genotype.from_json(row["genotype"]).to_json(), "placement": placement,
@@ -396,6 +401,35 @@ def _select(spec: SweepSpec, table: pd.DataFrame) -> list[dict[str, Any]]:
             "strategy": row["strategy"], "seed": int(row["seed"]),
         })
     return points
+
+
+def _placement(row: pd.Series) -> list[str]:
+    """The cell type of every stage of a search row (preset name or the trial's config)."""
+    if row["placement"] in _presets():
+        return list(Layout.from_spec(row["placement"], json.loads(row["channel_ratios"])).placement)
+    cfg = json.loads(row["config"]) if isinstance(row["config"], str) else {}
+    return list(_as_tuple(cfg.get("placement")))
+
+
+def _canonical_genotype(value: Any) -> str | None:
+    try:
+        return "genotype:" + json.dumps(Genotype.from_json(value).to_dict(), sort_keys=True)
+    except (ValueError, TypeError):
+        return None
+
+
+def _structure(spec: SweepSpec, row: pd.Series) -> str | None:
+    """The retrained network of a search row as JSON: per cell position, the cell's genotype,
+    width and reduction flag (None where the row does not say enough)."""
+    try:
+        ratios = tuple(json.loads(row["channel_ratios"]))
+        placement = tuple(_placement(row))
+        cfg = spec.retrain_config(placement, ratios, 0)
+        plan = Layout.from_lists(placement, ratios).plan(cfg.cells, cfg.channels)
+        cells = json.loads(Genotype.from_json(row["genotype"]).to_json())["cells"]
+        return json.dumps([[cells[p.cell_type], p.width, p.reduction] for p in plan], sort_keys=True)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _presets() -> set[str]:
