@@ -383,9 +383,11 @@ def _select(spec: SweepSpec, table: pd.DataFrame) -> list[dict[str, Any]]:
     """Retrain points from the non-dominated finished search rows, one per distinct network.
 
     Rows that build the same discrete network are retrained once (the first by the front's
-    order): the same genotype JSON, and also the same cells at the same positions and widths
-    under other names (a search from scratch tells cell types apart only by which stages
-    share them, so ``robust-first`` finds the ``arnas`` network with the names swapped)."""
+    order): the same cells at the same positions and widths, whatever the cell types are
+    called (a search from scratch tells cell types apart only by which stages share them, so
+    ``robust-first`` finds the ``arnas`` network with the names swapped). The same genotype at
+    other stages or widths is another network. Rows whose network cannot be built from the
+    table fall back to the genotype JSON."""
     search = table[table["stage"] == "search"]
     # the network's structure where it can be built, else the genotype JSON (canonicalised)
     arch = [_structure(spec, row) or _canonical_genotype(row["genotype"]) for _, row in search.iterrows()]
