@@ -24,13 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from arnas_ray.space._groups import channels_last, rep
+
 __all__ = ["depthwise_conv2d", "dw_conv"]
 
 
 def _grad_input(go: Tensor, w: Tensor, shape: torch.Size, stride: int, padding: int, dilation: int) -> Tensor:
     C = shape[1]
     if stride != 1:
-        up = go.new_zeros(shape[0], C, shape[2], shape[3]).contiguous(memory_format=_fmt(go))
+        up = go.new_zeros(shape[0], C, shape[2], shape[3])
+        if channels_last(go):
+            up = up.contiguous(memory_format=torch.channels_last)
         ho, wo = go.shape[2], go.shape[3]
         up[:, :, : stride * (ho - 1) + 1 : stride, : stride * (wo - 1) + 1 : stride] = go
         go = up
@@ -48,11 +52,6 @@ def _grad_weight(go: Tensor, x: Tensor, k: int, stride: int, padding: int, dilat
     ker = go.transpose(0, 1).reshape(C * N, 1, go.shape[2], go.shape[3])
     r = F.conv2d(xi, ker, None, dilation, 0, stride, C * N)  # [1, C*N, >=k, >=k]
     return r[:, :, :k, :k].reshape(C, N, k, k).sum(1, keepdim=True)
-
-
-def _fmt(t: Tensor) -> torch.memory_format:
-    return torch.channels_last if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
-        and not t.is_contiguous() else torch.contiguous_format
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -93,7 +92,8 @@ def depthwise_conv2d(x: Tensor, w: Tensor, stride: int = 1, padding: int = 0, di
     return _DepthwiseConv.apply(x, w, stride, padding, dilation)
 
 
-def dw_conv(conv: nn.Conv2d, x: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Apply the depthwise ``conv`` module (square kernel, no bias) through :func:`depthwise_conv2d`."""
-    return depthwise_conv2d(x, conv.weight if weight is None else weight, conv.stride[0], conv.padding[0],
-                            conv.dilation[0])
+def dw_conv(conv: nn.Conv2d, x: Tensor, groups: int = 1) -> Tensor:
+    """Apply the depthwise ``conv`` module (square kernel, no bias) through
+    :func:`depthwise_conv2d`, on ``groups`` batches stacked along the channels
+    (:mod:`arnas_ray.space._groups`)."""
+    return depthwise_conv2d(x, rep(conv.weight, groups), conv.stride[0], conv.padding[0], conv.dilation[0])

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["apply_updates", "bn", "bn_groups", "conv", "deferred_updates", "gcat", "rep"]
+__all__ = ["apply_updates", "bn", "bn_groups", "channels_last", "conv", "deferred_updates", "gcat", "rep"]
 
 
 def rep(t: Tensor, g: int) -> Tensor:
@@ -57,7 +57,7 @@ Token = tuple  # (batch mean [g*C], batch inverse std [g*C], elements per channe
 
 
 def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None) -> tuple[Tensor, Token | None]:
-    """Training-mode ``m`` on ``g`` channel blocks, each with its own batch statistics.
+    """Training-mode ``m`` on ``g`` channel blocks (``g >= 1``), each with its own batch statistics.
 
     The running statistics of ``m`` get the ``g`` updates that ``g`` separate passes would
     have made, in block order (deferred to the end of a :func:`deferred_updates` block).
@@ -82,8 +82,9 @@ _PENDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("arnas_ra
 
 @contextlib.contextmanager
 def deferred_updates() -> Iterator[None]:
-    """Collect the running-statistic updates of grouped batch norms and apply them all at the
-    end, vectorised (hundreds of tiny per-module updates cost more than the pass saves)."""
+    """Collect the running-statistic updates recorded by :func:`bn_groups` and
+    :func:`apply_updates` and apply them all at the end, vectorised (hundreds of tiny
+    per-module updates cost more than a grouped pass saves)."""
     token = _PENDING.set([])
     try:
         yield
@@ -155,7 +156,8 @@ def _flush(entries: list) -> None:
             torch._foreach_add_(counters, g)
 
 
-def _channels_last(t: Tensor) -> bool:
+def channels_last(t: Tensor) -> bool:
+    """Whether ``t`` is a 4-D tensor in channels_last memory (and not also plain contiguous)."""
     return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
@@ -164,7 +166,7 @@ def gcat(ts: Sequence[Tensor], g: int) -> Tensor:
     concatenation of block ``i`` of every tensor. Keeps channels_last memory."""
     if g == 1:
         return torch.cat(list(ts), dim=1)
-    if all(_channels_last(t) for t in ts):  # [N, H, W, g, C_k] rows: concatenate the last axis
+    if all(channels_last(t) for t in ts):  # [N, H, W, g, C_k] rows: concatenate the last axis
         parts = [t.permute(0, 2, 3, 1).unflatten(3, (g, -1)) for t in ts]
         return torch.cat(parts, dim=4).flatten(3).permute(0, 3, 1, 2)
     return torch.cat([t.unflatten(1, (g, -1)) for t in ts], dim=2).flatten(1, 2)

@@ -14,8 +14,8 @@ changes how they are evaluated on one edge:
   source node): the ReLU of the input and each pooling are computed once, and in training
   mode so is the non-affine batch norm after a pooling (its output depends only on the
   batch): the first edge normalises, every other edge takes the same normalised tensor and
-  updates its own running statistics from the same batch mean and variance. In eval mode
-  every edge normalises with its own running statistics;
+  its own running statistics get the same updates (``_groups.bn_groups`` and
+  ``apply_updates``). In eval mode every edge normalises with its own running statistics;
 * ``groups > 1`` evaluates several batches stacked along the channels in one call
   (:mod:`arnas_ray.space._groups`; used by ``Supernet.forward_groups``).
 
@@ -57,32 +57,14 @@ def _pool_bn(name: str, op: nn.Sequential, x: torch.Tensor, w: torch.Tensor,
     if pooled is None:
         pooled = cache[name] = op[0](x)
     bn = op[1]
-    if groups > 1:  # batch statistics per channel block; every edge gets the updates
-        hit = cache.get(name + ".bn")
-        if hit is None:
-            hit = cache[name + ".bn"] = _g.bn_groups(bn, pooled, groups)  # type: ignore[arg-type]
-        else:
-            _g.apply_updates(bn, hit[1])  # type: ignore[index]
-        return w * hit[0]  # type: ignore[index]
-    if not (bn.training and bn.track_running_stats and bn.running_mean is not None):
-        return _bn_scaled(pooled, bn, w)  # type: ignore[arg-type]
-    momentum = bn.momentum if bn.momentum is not None else 0.1
-    key = name + ".bn"
-    hit = cache.get(key)
-    if hit is None:
-        normed, mean, invstd = torch.native_batch_norm(pooled, None, None, bn.running_mean, bn.running_var,
-                                                       True, momentum, bn.eps)
-        n = pooled.numel() // pooled.shape[1]  # type: ignore[union-attr]
-        var = (invstd.detach().pow(-2) - bn.eps) * (n / max(n - 1, 1))  # unbiased, as batch norm tracks
-        cache[key] = (normed, mean.detach(), var)
-    else:
-        normed, mean, var = hit  # type: ignore[misc]
-        with torch.no_grad():  # through .data (see _groups.apply_updates)
-            bn.running_mean.data.lerp_(mean, momentum)
-            bn.running_var.data.lerp_(var, momentum)
-    if bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-    return w * normed
+    if not bn.training:  # eval mode: every edge normalises with its own running statistics
+        return _bn_scaled(pooled, bn, w, groups)  # type: ignore[arg-type]
+    hit = cache.get(name + ".bn")
+    if hit is None:  # batch statistics (per channel block); this edge's running statistics updated
+        hit = cache[name + ".bn"] = _g.bn_groups(bn, pooled, groups)  # type: ignore[arg-type]
+    else:  # the same normalised tensor; this edge's running statistics get the same updates
+        _g.apply_updates(bn, hit[1])  # type: ignore[index]
+    return w * hit[0]  # type: ignore[index]
 
 
 class FusedMixedOp(MixedOp):
@@ -110,13 +92,13 @@ class FusedMixedOp(MixedOp):
             if isinstance(op, SepConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                h = _g.bn(op[3], _g.conv(op[2], dw_conv(op[1], relu_x, _g.rep(op[1].weight, g)), g), g)
-                h = _g.conv(op[6], dw_conv(op[5], F.relu(h), _g.rep(op[5].weight, g)), g)
+                h = _g.bn(op[3], _g.conv(op[2], dw_conv(op[1], relu_x, g), g), g)
+                h = _g.conv(op[6], dw_conv(op[5], F.relu(h), g), g)
                 t = _bn_scaled(h, op[7], w, g)
             elif isinstance(op, DilConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                h = _g.conv(op[2], dw_conv(op[1], relu_x, _g.rep(op[1].weight, g)), g)
+                h = _g.conv(op[2], dw_conv(op[1], relu_x, g), g)
                 t = _bn_scaled(h, op[3], w, g)
             elif isinstance(op, nn.Sequential):  # pool -> BN(affine=False)
                 t = _pool_bn(name, op, x, w, cache, g)

@@ -117,12 +117,7 @@ class Supernet(nn.Module):
         self._cell_types = [p.cell_type for p in self.plan]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}  # each [E, K]
-        s0 = s1 = self.stem(x)
-        for cell, ctype in zip(self.cells, self._cell_types):
-            s0, s1 = s1, cell(s0, s1, weights[ctype])
-        out = F.adaptive_avg_pool2d(s1, 1).flatten(1)  # [N, C_last]
-        return self.classifier(out)
+        return self.classifier(self._features(x, 1))
 
     def forward_groups(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The logits of several same-shaped batches from one pass (training mode only).
@@ -145,14 +140,17 @@ class Supernet(nn.Module):
             raise ValueError("forward_groups needs training mode (batch statistics)")
         if not all(c.fused for c in self.cells):
             raise ValueError("forward_groups needs fused mixed ops (fused=True and fusable primitives)")
-        weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}
-        x = torch.cat(list(xs), dim=1)  # batch i in channel block i
-        with _g.deferred_updates():
+        feats = self._features(torch.cat(list(xs), dim=1), g)  # batch i in channel block i
+        return list(self.classifier(feats.unflatten(1, (g, -1))).unbind(1))  # [N, g, C_last] -> logits
+
+    def _features(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """Globally pooled features ``[N, g*C_last]`` of ``g`` batches stacked along the channels."""
+        weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}  # each [E, K]
+        with _g.deferred_updates():  # running-statistic updates of shared BNs, applied at once
             s0 = s1 = _g.bn(self.stem[1], _g.conv(self.stem[0], x, g), g)
             for cell, ctype in zip(self.cells, self._cell_types):
                 s0, s1 = s1, cell(s0, s1, weights[ctype], g)
-        out = F.adaptive_avg_pool2d(s1, 1).flatten(1).unflatten(1, (g, -1))  # [N, g, C_last]
-        return list(self.classifier(out).unbind(1))
+        return F.adaptive_avg_pool2d(s1, 1).flatten(1)
 
     def arch_parameters(self) -> dict[str, nn.Parameter]:
         """Architecture parameters by cell type name."""
