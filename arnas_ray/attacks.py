@@ -191,6 +191,13 @@ def _uniform_like(x: Tensor, bound: float, generator: torch.Generator | None) ->
     return noise.uniform_(-bound, bound, generator=generator).to(x.device)
 
 
+def _random_start(x: Tensor, spec: AttackSpec, generator: torch.Generator | None) -> Tensor:
+    """PGD's start: ``clip(x + U(-eps, eps))`` with ``spec.random_start``, else ``x``."""
+    if spec.random_start:
+        return (x + _uniform_like(x, spec.eps, generator)).clamp_(spec.clip[0], spec.clip[1])
+    return x.clone()
+
+
 def _project(x_adv: Tensor, x: Tensor, eps: float, clip: tuple[float, float]) -> Tensor:
     """``clip_{x,eps}``: into the eps-ball around ``x``, then into the clip range (in place)."""
     delta = (x_adv - x).clamp_(-eps, eps)
@@ -260,8 +267,7 @@ def pgd_groups(model_groups: Callable[[list[Tensor]], Sequence[Tensor]], xs: Seq
     if spec.restarts != 1:
         raise ValueError(f"pgd_groups runs one restart, got restarts={spec.restarts}")
     xs = [p[0] for p in prepared]
-    starts = [(x + _uniform_like(x, spec.eps, generator)).clamp_(spec.clip[0], spec.clip[1])
-              if spec.random_start else x.clone() for x in xs]
+    starts = [_random_start(x, spec, generator) for x in xs]
     return _pgd_run_groups(model_groups, xs, [p[1] for p in prepared], spec, starts)
 
 
@@ -369,9 +375,7 @@ def pgd(
             lower, upper = x - spec.eps, x + spec.eps
             start = torch.clamp(x_init.detach().to(x), lower, upper)
             return start.clamp_(spec.clip[0], spec.clip[1])
-        if spec.random_start:
-            return (x + _uniform_like(x, spec.eps, generator)).clamp_(spec.clip[0], spec.clip[1])
-        return x.clone()
+        return _random_start(x, spec, generator)
 
     best = _pgd_run(model, x, y, spec, start(0))
     if spec.restarts == 1:

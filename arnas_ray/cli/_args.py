@@ -9,7 +9,7 @@ from typing import Any
 
 from arnas_ray.errors import SpecError
 
-__all__ = ["names", "number", "numbers", "yaml_mapping"]
+__all__ = ["data_arguments", "names", "number", "numbers", "yaml_mapping"]
 
 
 def number(text: str) -> float:
@@ -46,3 +46,11 @@ def yaml_mapping(path: Path | None, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError("config", f"{str(path)!r} must hold a mapping of {what} fields, got {type(data).__name__}")
     return data
+
+
+def data_arguments(p: argparse.ArgumentParser, *, limit_help: str) -> None:
+    """``--dataset``, ``--root``, ``--image-size`` and ``--data-limit`` of a training command."""
+    p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
+    p.add_argument("--root", default=None, help="folder of a data set read from disk")
+    p.add_argument("--image-size", type=int, default=None, help="image side (data set default)")
+    p.add_argument("--data-limit", type=int, default=None, help=limit_help)

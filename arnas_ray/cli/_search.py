@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from arnas_ray._atomic import atomic_write_text
+from arnas_ray.cli._args import data_arguments, yaml_mapping
 from arnas_ray.cli._args import names as _names
 from arnas_ray.cli._args import number as _number
 from arnas_ray.cli._args import numbers as _numbers
-from arnas_ray.cli._args import yaml_mapping
 from arnas_ray.errors import SpecError
 
 __all__ = ["format_genotype", "register"]
@@ -35,10 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Run one ARNAS differentiable architecture search on one device. Re-running "
                     "the same command with the same --out resumes from OUT/search.pt.",
     )
-    p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
-    p.add_argument("--root", default=None, help="folder of a data set read from disk")
-    p.add_argument("--image-size", type=int, default=None, help="image side (data set default)")
-    p.add_argument("--data-limit", type=int, default=None, help="use at most N training items")
+    data_arguments(p, limit_help="use at most N training items")
     p.add_argument("--config", type=Path, default=None, help="SEARCH.yaml with SearchConfig fields")
     p.add_argument("--layout", type=_names, default=None,
                    help="layout preset (arnas, darts, robust-first, ...) or a comma-separated "

@@ -15,10 +15,10 @@ from typing import Any
 
 from arnas_ray._atomic import atomic_write_text
 from arnas_ray._config import from_dict
+from arnas_ray.cli._args import data_arguments, yaml_mapping
 from arnas_ray.cli._args import names as _names
 from arnas_ray.cli._args import number as _number
 from arnas_ray.cli._args import numbers as _numbers
-from arnas_ray.cli._args import yaml_mapping
 
 __all__ = ["register"]
 
@@ -33,11 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "natural training); select on the val split; evaluate on the test split.",
     )
     p.add_argument("genotype", metavar="GENOTYPE|FILE.json", help="known genotype name or JSON file")
-    p.add_argument("--dataset", default="digits", help="data set name (default: digits)")
-    p.add_argument("--root", default=None, help="folder of a data set read from disk")
-    p.add_argument("--image-size", type=int, default=None, help="image side (data set default)")
-    p.add_argument("--data-limit", type=int, default=None,
-                   help="use at most N training and N test items (quick runs)")
+    data_arguments(p, limit_help="use at most N training and N test items (quick runs)")
     p.add_argument("--config", type=Path, default=None, help="RETRAIN.yaml with RetrainConfig fields")
     p.add_argument("--layout", default=None, help="layout preset (default: arnas)")
     p.add_argument("--channel-ratios", type=_numbers, default=None, help="e.g. 1,2,2")
