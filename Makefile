@@ -25,9 +25,13 @@ quickstart: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check arnas_ray tests benchmarks examples
+	$(PY) -m mypy
 
+# two pytest-xdist workers, each test file on one worker (module-scoped Ray instances and
+# clusters stay shared by their module's tests): the Ray and cluster tests mostly wait on
+# processes and polls, so two files at once fit two cores
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -13,10 +13,20 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_with"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_with", "hold_before_publish"]
 
-# Test hook: seconds to sleep between writing the temp file and renaming it (crash tests).
+# Test hook: seconds to sleep between writing the new content and publishing it under its
+# name (the rename of a local file, the upload of an object), for crash tests.
 _SLEEP_ENV = "ARNAS_RAY_ATOMIC_SLEEP"
+
+
+def hold_before_publish() -> None:
+    """Sleep ``$ARNAS_RAY_ATOMIC_SLEEP`` seconds (crash tests only; unset: return at once)."""
+    delay = float(os.environ.get(_SLEEP_ENV, "0") or 0)
+    if delay > 0:
+        import time
+
+        time.sleep(delay)
 
 
 @contextlib.contextmanager
@@ -34,11 +44,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        delay = float(os.environ.get(_SLEEP_ENV, "0") or 0)
-        if delay > 0:
-            import time
-
-            time.sleep(delay)
+        hold_before_publish()
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -47,80 +47,92 @@ def _describe(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+def _union(args: tuple[Any, ...], value: Any, path: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(arg, value, path)
+        except SpecError:
+            continue
+    names = [getattr(a, "__name__", str(a)) for a in args]
+    raise SpecError(path, f"expected one of types {names}, got {_describe(value)}")
+
+
+def _int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+            return int(value)
+        raise SpecError(path, f"expected an integer, got {_describe(value)}")
+    return value
+
+
+def _float(value: Any, path: str) -> float:
+    if isinstance(value, str):
+        match = _FRACTION.match(value)
+        if match is None:
+            raise SpecError(path, f"expected a number (or a fraction such as '8/255'), got {_describe(value)}")
+        num, den = float(match.group(1)), float(match.group(2))
+        if den == 0:
+            raise SpecError(path, f"division by zero in {value!r}")
+        value = num / den
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(path, f"expected a number, got {_describe(value)}")
+    if not math.isfinite(value):
+        raise SpecError(path, f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _tuple(args: tuple[Any, ...], value: Any, path: str) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise SpecError(path, f"expected a list, got {_describe(value)}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise SpecError(path, f"expected a list of {len(args)} items, got {len(value)}: {value!r}")
+    return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+
+
+def _mapping(args: tuple[Any, ...], value: Any, path: str) -> dict[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise SpecError(path, f"expected a mapping, got {_describe(value)}")
+    kt, vt = args if args else (Any, Any)
+    return {_convert(kt, k, f"{path}.<key>"): _convert(vt, v, _join(path, str(k))) for k, v in value.items()}
+
+
+def _plain_type(tp: type, value: Any, path: str) -> Any:
+    """``bool``, ``str`` and other classes: the value must already be one."""
+    kind = {bool: "true or false", str: "a string"}.get(tp, tp.__name__)
+    if isinstance(value, tp):
+        return value
+    raise SpecError(path, f"expected {kind}, got {_describe(value)}")
+
+
 def _convert(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(arg, value, path)
-            except SpecError as exc:
-                errors.append(exc.message)
-        names = [getattr(a, "__name__", str(a)) for a in args]
-        raise SpecError(path, f"expected one of types {names}, got {_describe(value)}")
+        return _union(args, value, path)
     if origin is typing.Literal:
         if value not in args:
             raise SpecError(path, f"unknown value {value!r}; expected one of {args}")
         return value
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        return from_dict(tp, value, path=path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(path, f"expected true or false, got {_describe(value)}")
-        return value
+        return value if isinstance(value, tp) else from_dict(tp, value, path=path)  # type: ignore[arg-type]
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-                return int(value)
-            raise SpecError(path, f"expected an integer, got {_describe(value)}")
-        return value
+        return _int(value, path)
     if tp is float:
-        if isinstance(value, str):
-            match = _FRACTION.match(value)
-            if match is None:
-                raise SpecError(path, f"expected a number (or a fraction such as '8/255'), got {_describe(value)}")
-            num, den = float(match.group(1)), float(match.group(2))
-            if den == 0:
-                raise SpecError(path, f"division by zero in {value!r}")
-            value = num / den
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(path, f"expected a number, got {_describe(value)}")
-        if not math.isfinite(value):
-            raise SpecError(path, f"expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise SpecError(path, f"expected a string, got {_describe(value)}")
-        return value
+        return _float(value, path)
     if origin is tuple:
-        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise SpecError(path, f"expected a list, got {_describe(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise SpecError(path, f"expected a list of {len(args)} items, got {len(value)}: {value!r}")
-        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return _tuple(args, value, path)
     if origin in (dict, Mapping) or tp is dict:
-        if not isinstance(value, Mapping):
-            raise SpecError(path, f"expected a mapping, got {_describe(value)}")
-        kt, vt = args if args else (Any, Any)
-        return {
-            _convert(kt, k, f"{path}.<key>"): _convert(vt, v, _join(path, str(k)))
-            for k, v in value.items()
-        }
+        return _mapping(args, value, path)
     if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise SpecError(path, f"expected {tp.__name__}, got {_describe(value)}")
+        return _plain_type(tp, value, path)
     raise TypeError(f"_config cannot convert to {tp!r} at {path}")  # internal: unsupported annotation
 
 

@@ -10,6 +10,7 @@ __all__ = [
     "ArnasError",
     "CheckpointError",
     "DivergenceError",
+    "FileFormatError",
     "LockError",
     "SpecError",
 ]
@@ -36,8 +37,21 @@ class SpecError(ArnasError, ValueError):
         return (type(self), (self.field, self.message))
 
 
+class FileFormatError(SpecError):
+    """An input file cannot be read or does not hold what was expected.
+
+    Its ``field`` is the file's path, so the message reads ``FILE: what is wrong, what was
+    expected`` (the form the command line prints after ``arnas-ray: error:``).
+
+    Example:
+        >>> str(FileFormatError("g.json", "not valid JSON; expected a genotype object"))
+        'g.json: not valid JSON; expected a genotype object'
+    """
+
+
 class CheckpointError(ArnasError, RuntimeError):
-    """A checkpoint file is missing, truncated, corrupt or unsafe to load."""
+    """A checkpoint file is missing, truncated, corrupt, unsafe to load or of another run;
+    the message starts with the file."""
 
 
 class DivergenceError(ArnasError, FloatingPointError):

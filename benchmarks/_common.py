@@ -11,8 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-# where emit() appends its lines (ARNAS_BENCH_RESULTS overrides, e.g. for the smoke tests)
-RESULTS = Path(os.environ.get("ARNAS_BENCH_RESULTS") or Path(__file__).parent / "results")
+# where emit() appends its lines: the untracked benchmarks/local/ (in .gitignore), so a run
+# leaves the checkout clean; ARNAS_BENCH_RESULTS overrides it (the smoke tests use a temporary
+# folder; `python -m benchmarks --record` the tracked benchmarks/results/, for a recorded run
+# that is then committed on purpose)
+LOCAL = Path(__file__).parent / "local"
+RECORDED = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("ARNAS_BENCH_RESULTS") or LOCAL)
 
 
 def cpu_model() -> str:
@@ -42,7 +47,7 @@ def machine_tag() -> str:
 
 
 def emit(record: dict[str, Any], *, log: bool = True) -> None:
-    """Print one JSON line and append it to benchmarks/results/<machine>.jsonl."""
+    """Print one JSON line and append it to ``RESULTS/<machine>.jsonl``."""
     record = {**record, "machine": machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     line = json.dumps(record)
     print(line, flush=True)

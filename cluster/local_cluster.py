@@ -309,6 +309,7 @@ class LocalCluster:
         head_cpus: int | None = None,
         object_store_mb: int = 128,
         timeout_s: float = 60.0,
+        gpus: int = 0,
     ) -> LocalCluster:
         """Start the head and ``n_workers`` workers and wait until all nodes are alive.
 
@@ -318,6 +319,8 @@ class LocalCluster:
             head_cpus: ``--num-cpus`` of the head; defaults to ``cpus``.
             object_store_mb: Object store size of each node in MiB (``>= 75``, Ray's minimum).
             timeout_s: Limit for the head to come up and for all nodes to register.
+            gpus: ``--num-gpus`` of each worker: logical GPUs for scheduling tests (a trial
+                placed on one finds no CUDA device on a machine without GPUs).
 
         Returns:
             self, so that ``with LocalCluster(d).start(...) as c:`` works.
@@ -347,14 +350,15 @@ class LocalCluster:
                 )
         try:
             self._start(n_workers, cpus, cpus if head_cpus is None else head_cpus,
-                        object_store_mb, timeout_s)
+                        object_store_mb, timeout_s, gpus)
         except BaseException:
             self.stop()
             raise
         return self
 
     def _start(
-        self, n_workers: int, cpus: int, head_cpus: int, object_store_mb: int, timeout_s: float
+        self, n_workers: int, cpus: int, head_cpus: int, object_store_mb: int, timeout_s: float,
+        gpus: int = 0,
     ) -> None:
         self.state_dir.mkdir(parents=True, mode=0o700)
         (self.state_dir / "logs").mkdir(mode=0o700)
@@ -405,7 +409,7 @@ class LocalCluster:
             procs.append(
                 self._spawn(
                     f"worker-{i}",
-                    [f"--address={LOOPBACK}:{port}", f"--num-cpus={cpus}",
+                    [f"--address={LOOPBACK}:{port}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
                      "--include-log-monitor=false", *common],
                 )
             )

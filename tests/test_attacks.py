@@ -125,7 +125,7 @@ def run(kind: str, model, x, y, spec=None, generator=None):
 
 
 def test_registry_matches_kinds():
-    assert tuple(ATTACKS) == ATTACK_KINDS
+    assert ATTACK_KINDS == tuple(sorted(ATTACKS))  # derived from the registry, not a second list
     assert set(FAST) == set(ATTACKS)
     with pytest.raises(KeyError, match="valid: \\['autoattack', 'fgsm', 'pgd'\\]"):
         ATTACKS.get_or_raise("cw")
@@ -237,8 +237,19 @@ def test_pgd_equals_torchattacks_with_x_init():
     start = torch.clamp(x + torch.empty_like(x).uniform_(-spec.eps, spec.eps), 0, 1)
     ours = pgd(model, x, y, spec, generator=gen(99), x_init=start)
     assert linf(ours, ref) <= 1e-6
-    assert robust_accuracy(model, ours, y, PRESETS["fgsm"]) <= 1.0  # smoke: batched path runs
     assert accuracy(model, ours, y) == accuracy(model, ref, y)
+
+
+def test_robust_accuracy_is_the_accuracy_on_the_attacked_batches():
+    model = tiny_net()
+    x, y = batch(n=32, model=model)
+    whole = accuracy(model, fgsm(model, x, y, PRESETS["fgsm"]), y)
+    assert 0.0 < whole < 1.0  # FGSM flips some, not all: the comparison means something
+    assert robust_accuracy(model, x, y, PRESETS["fgsm"], batch_size=5) == pytest.approx(whole)
+    assert robust_accuracy(model, x[:0], y[:0], PRESETS["fgsm"]) != robust_accuracy(
+        model, x[:0], y[:0], PRESETS["fgsm"])  # nan for no examples
+    with pytest.raises(ValueError, match=r"y must have shape \[N\]=\(32,\)"):
+        robust_accuracy(model, x, y[:3], PRESETS["fgsm"])
 
 
 def test_pgd_without_random_start_equals_torchattacks():
@@ -481,7 +492,7 @@ def test_spec_l2_is_refused_clearly():
 
 
 def test_spec_messages_name_value_and_allowed_set():
-    with pytest.raises(SpecError, match=r"unknown value 'cw'; expected one of \('fgsm', 'pgd'"):
+    with pytest.raises(SpecError, match=r"unknown value 'cw'; expected one of \('autoattack', 'fgsm', 'pgd'\)"):
         AttackSpec(kind="cw")
     with pytest.raises(SpecError, match="eps=-0.1"):
         AttackSpec(eps=-0.1)

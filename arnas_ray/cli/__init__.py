@@ -1,9 +1,10 @@
 """The ``arnas-ray`` command: thin argument parsing that calls the library.
 
 Each command group lives in its own ``_*.py`` module exposing ``register(subparsers)``; each
-registered command sets ``func(args) -> int``. Bad input (any :class:`ArnasError` that is a
-``ValueError``/``KeyError``/``TypeError``, or a ``SpecError``) prints one line to stderr and
-exits with status 2; nothing is started.
+registered command sets ``func(args) -> int``. Bad input (any :class:`ArnasError`, or a
+``ValueError``/``KeyError``/``TypeError``/``OSError``) prints one line to stderr,
+``arnas-ray: error: FILE-OR-FIELD: what is wrong, what was expected``, and exits with status 2
+(``-vv`` shows the traceback of the non-arnas-ray ones); nothing is started.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from arnas_ray.cli import _results, _search, _space, _sweep, _train
 from arnas_ray.errors import ArnasError, CheckpointError, LockError
 
 __all__ = ["build_parser", "main"]
 
-_GROUPS = ("_space", "_search", "_train", "_results", "_sweep")
+#: The command groups, in the order ``--help`` lists them.
+_GROUPS = (_space, _search, _train, _results, _sweep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,15 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    import importlib
-
-    for name in _GROUPS:
-        try:
-            module = importlib.import_module(f"arnas_ray.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"arnas_ray.cli.{name}":
-                continue  # command group not built yet
-            raise
+    for module in _GROUPS:
         module.register(sub)
     return parser
 
@@ -48,17 +43,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `arnas-ray genotype show ARNAS | head`
+        return 0
     except (LockError, CheckpointError) as exc:
         print(f"arnas-ray: error: {exc}", file=sys.stderr)
         return 2
-    except (ArnasError, ValueError, KeyError, TypeError, FileNotFoundError) as exc:
+    except (ArnasError, ValueError, KeyError, TypeError, OSError) as exc:
         if not isinstance(exc, ArnasError) and args.verbose >= 2:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"arnas-ray: error: {msg}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. `arnas-ray genotype show ARNAS | head`
-        return 0
     except KeyboardInterrupt:
         print("arnas-ray: interrupted", file=sys.stderr)
         return 130

@@ -23,14 +23,43 @@ def _connection(args: argparse.Namespace) -> dict[str, str | None]:
     return {"token": token, "token_source": source}
 
 
+def _env_pairs(items: list[str] | None) -> dict[str, str]:
+    from arnas_ray.errors import SpecError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not key.replace("_", "a").isalnum():
+            raise SpecError("--env", f"expected KEY=VALUE with KEY a variable name, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _runtime_env(text: str | None) -> dict | None:
+    from arnas_ray.errors import SpecError
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise SpecError("--runtime-env-json", f"is not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise SpecError("--runtime-env-json", f"expected a JSON object, got {text!r}")
+    return value
+
+
 def _submit(args: argparse.Namespace) -> int:
     from arnas_ray.sweep import load_spec
     from arnas_ray.sweep.jobs import submit_sweep
 
     spec = load_spec(args.spec)  # bad input exits 2 before anything is sent
+    env_vars, base = _env_pairs(args.env), _runtime_env(args.runtime_env_json)
+    for warning in spec.local_warnings():
+        print(f"arnas-ray: warning: {warning}", file=sys.stderr)
     auth = _connection(args)
     sub = submit_sweep(spec, args.address, storage=args.storage, with_source=args.with_source,
-                       submission_id=args.job_id, **auth)
+                       submission_id=args.job_id, env_vars=env_vars, runtime_env=base, **auth)
     print(sub.job_id)
     print(f"submitted {spec.name!r} to {sub.address}; results in {sub.run_dir}", file=sys.stderr)
     if not args.wait:
@@ -75,8 +104,15 @@ def _job_status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from arnas_ray.sweep.jobs import job_logs
+    from arnas_ray.sweep.jobs import follow_job_logs, job_logs
 
+    if args.follow:
+        def write(chunk: str) -> None:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+
+        follow_job_logs(args.address, args.job_id, write, **_connection(args))
+        return 0
     sys.stdout.write(job_logs(args.address, args.job_id, **_connection(args)))
     return 0
 
@@ -95,8 +131,12 @@ def register(ssub: argparse._SubParsersAction) -> None:
     sub.add_argument("spec", help="sweep YAML (validated here; nothing is sent if it is bad)")
     _common(sub)
     sub.add_argument("--storage", default=None,
-                     help="absolute path every node shares, parent of the run directory "
-                          "(default: spec.storage, which must then be absolute)")
+                     help="parent of the run directory, reachable from every node: s3://BUCKET/PREFIX, "
+                          "gs://BUCKET/PREFIX or an absolute shared path (default: spec.storage)")
+    sub.add_argument("--env", action="append", metavar="KEY=VALUE",
+                     help="environment variable for the job's driver and trials (repeat)")
+    sub.add_argument("--runtime-env-json", default=None, metavar="JSON",
+                     help="a Ray runtime environment to extend, as `ray job submit` takes it")
     sub.add_argument("--with-source", action="store_true",
                      help="upload the local arnas_ray package too (cluster without it installed)")
     sub.add_argument("--job-id", default=None, help="submission id (default: Ray's raysubmit_...)")
@@ -108,6 +148,7 @@ def register(ssub: argparse._SubParsersAction) -> None:
 
     logs = ssub.add_parser("logs", help="print the driver log of a submitted sweep job")
     logs.add_argument("job_id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     _common(logs)
     logs.set_defaults(func=_logs)
 

@@ -40,7 +40,7 @@ def _genotype_show(args: argparse.Namespace) -> int:
         from arnas_ray.results import draw_genotype
 
         out = Path(args.out)
-        paths = draw_genotype(g.to_dict(), out, fmt=args.format)
+        paths = draw_genotype(g, out, fmt=args.format)
         for ctype, path in paths.items():
             print(f"{ctype}: {path}")
         return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from arnas_ray._atomic import atomic_write_text
 from arnas_ray._config import from_dict
+from arnas_ray._metrics import DEFAULT_EVAL_ATTACKS, EVAL_ATTACKS
 from arnas_ray.cli._args import data_arguments, yaml_mapping
 from arnas_ray.cli._args import names as _names
 from arnas_ray.cli._args import number as _number
@@ -23,10 +24,17 @@ from arnas_ray.cli._args import numbers as _numbers
 __all__ = ["register"]
 
 
-
+def _default_retrain_attacks() -> list[str]:
+    """The final evaluation of ``retrain``: every attack but AutoAttack (slow; ``eval`` has it)."""
+    return list(DEFAULT_EVAL_ATTACKS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    _register_retrain(subparsers)
+    _register_eval(subparsers)
+
+
+def _register_retrain(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "retrain", help="adversarially retrain a genotype and evaluate it on the test split",
         description="Adversarially retrain the discrete network of a genotype (PGD-AT, TRADES or "
@@ -42,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--cells", type=int, default=None, help="number of cells L")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=_number, default=None)
-    p.add_argument("--method", choices=("pgd-at", "trades", "natural"), default=None)
+    p.add_argument("--method", default=None,
+                   help="training objective, a RetrainConfig.method (default: pgd-at)")
     p.add_argument("--eps", type=_number, default=None,
                    help="L-inf budget of training and evaluation, e.g. 8/255; the PGD step "
                         "becomes eps/4 unless --alpha (or the config file) sets it")
@@ -53,13 +62,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, history)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
-    p.add_argument("--eval-attacks", type=_names, default=["natural", "fgsm", "pgd20", "pgd100"],
-                   help="final test-set evaluation (default: natural,fgsm,pgd20,pgd100)")
+    p.add_argument("--eval-attacks", type=_names, default=None,
+                   help="comma-separated attacks of the final test-set evaluation, from "
+                        f"{','.join(EVAL_ATTACKS)} (default: "
+                        f"{','.join(_default_retrain_attacks())})")
     p.add_argument("--aa-subset", type=int, default=None, help="AutoAttack on the first N examples")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate at most N test examples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_retrain)
 
+
+def _register_eval(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e = subparsers.add_parser(
         "eval", help="robust evaluation of a retrained checkpoint",
         description="Evaluate a checkpoint written by 'retrain' under natural, FGSM, PGD-20, "
@@ -72,8 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     e.add_argument("--split", choices=("test", "val"), default="test")
     e.add_argument("--data-seed", type=int, default=None,
                    help="seed of the splits (default: the training seed, so test stays unseen)")
-    e.add_argument("--attacks", type=_names, default=["natural", "fgsm", "pgd20", "pgd100", "aa"],
-                   help="comma-separated subset of natural,fgsm,pgd20,pgd100,aa")
+    e.add_argument("--attacks", type=_names, default=list(EVAL_ATTACKS),
+                   help=f"comma-separated subset of {','.join(EVAL_ATTACKS)} (default: all)")
     e.add_argument("--aa-subset", type=int, default=None, help="AutoAttack on the first N examples")
     e.add_argument("--transfer-from", type=Path, default=None, metavar="CHECKPOINT",
                    help="source model of a black-box PGD-20 transfer attack")
@@ -143,7 +156,8 @@ def _retrain(args: argparse.Namespace) -> int:
         result = retrain(genotype, config, data, device, out_dir=args.out, callback=on_epoch,
                          resume=not args.no_resume)
         progress.update(task, completed=config.epochs)
-    ev = evaluate(result.model, data.test, device, attacks=args.eval_attacks,
+    attacks = args.eval_attacks or _default_retrain_attacks()
+    ev = evaluate(result.model, data.test, device, attacks=attacks,
                   aa_subset=args.aa_subset, seed=config.seed, limit=args.eval_limit,
                   eps=config.eval_attack.eps, alpha=config.eval_attack.alpha)
     line = ev.to_json()
@@ -152,26 +166,37 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _checkpoint_data(args: argparse.Namespace, info: dict[str, Any], seed: int) -> Any:
+    """The data set the checkpoint is evaluated on; its classes must be the model's."""
     from arnas_ray.data import load_dataset
+    from arnas_ray.errors import SpecError
+
+    data = load_dataset(args.dataset or info["dataset"], root=args.root,
+                        image_size=args.image_size or info["image_size"], augment=False,
+                        seed=seed)
+    if data.num_classes != info["num_classes"]:
+        raise SpecError("--dataset", f"{args.checkpoint}: the network has {info['num_classes']} "
+                                     f"classes, but dataset {data.name!r} has {data.num_classes}")
+    return data
+
+
+def _eval(args: argparse.Namespace) -> int:
     from arnas_ray.device import pick_device
-    from arnas_ray.train import evaluate, load_model
+    from arnas_ray.train import RetrainConfig, evaluate, load_model
 
     device = pick_device(args.device)
     model, info = load_model(args.checkpoint, device, return_info=True)
-    config = info["config"]
+    config = from_dict(RetrainConfig, info["config"])  # checked by load_model
     source = load_model(args.transfer_from, device) if args.transfer_from is not None else None
-    seed = args.data_seed if args.data_seed is not None else int(config.get("seed", 0))
-    data = load_dataset(args.dataset or info.get("dataset", "digits"), root=args.root,
-                        image_size=args.image_size or info.get("image_size"), augment=False,
-                        seed=seed)
-    eps = args.eps if args.eps is not None else float(config["eval_attack"]["eps"])
+    seed = args.data_seed if args.data_seed is not None else config.seed
+    data = _checkpoint_data(args, info, seed)
+    eps = args.eps if args.eps is not None else config.eval_attack.eps
     alpha = args.alpha
     if alpha is None and args.eps is None:
-        alpha = float(config["eval_attack"]["alpha"])
+        alpha = config.eval_attack.alpha
     ev = evaluate(model, data.test if args.split == "test" else data.val, device,
-                  attacks=args.attacks, aa_subset=args.aa_subset, transfer_from=source,
-                  batch_size=args.batch_size, seed=args.seed, limit=args.limit, eps=eps,
-                  alpha=alpha)
+                  attacks=args.attacks, aa_subset=args.aa_subset,
+                  transfer_from=source, batch_size=args.batch_size, seed=args.seed,
+                  limit=args.limit, eps=eps, alpha=alpha)
     print(json.dumps(ev.to_dict()))
     return 0

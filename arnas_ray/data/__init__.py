@@ -10,6 +10,10 @@ Built-in data sets (``sorted(DATASETS)``):
 - ``cifar10``, ``cifar100``, ``svhn``, ``tinyimagenet``: read from a local ``root`` (nothing is
   downloaded); the error for a bad ``root`` shows the layout expected.
 
+Every factory of the registry ``DATASETS`` is called as ``factory(request, **options)``
+with a frozen :class:`DataRequest` (root, image size, augmentation, cutout, val fraction,
+seed, limit) and its own keyword options.
+
 An unknown name raises ``KeyError`` listing the valid names (as every registry of arnas-ray
 does); a bad argument or root raises :class:`~arnas_ray.errors.SpecError` with field
 ``"dataset.<argument>"``.
@@ -26,11 +30,12 @@ Example:
 from __future__ import annotations
 
 from arnas_ray.data import _digits, _synthetic, _vision  # noqa: F401  (register the data sets)
-from arnas_ray.data._base import DATASETS, DatasetFactory, DataSplits, load_dataset
+from arnas_ray.data._base import DATASETS, DataRequest, DatasetFactory, DataSplits, load_dataset
 from arnas_ray.data._loader import infinite_batches, make_loader
 
 __all__ = [
     "DATASETS",
+    "DataRequest",
     "DataSplits",
     "DatasetFactory",
     "infinite_batches",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ from arnas_ray.errors import SpecError
 __all__ = [
     "COMMON_ARGS",
     "DATASETS",
+    "DataRequest",
     "DataSplits",
     "DatasetFactory",
-    "build_augmentation",
     "load_dataset",
     "make_splits",
     "require_root",
@@ -60,50 +60,109 @@ class DataSplits:
     channels: int = 3
 
 
-#: Builds the splits of one data set. Called with the keyword arguments of
-#: :func:`load_dataset` (``root`` as an absolute ``Path`` or ``None``, the rest as given, with
-#: ``image_size=None`` meaning the native size) plus any data-set-specific keyword options.
+@dataclass(frozen=True)
+class DataRequest:
+    """What every data set factory is asked for: the arguments all data sets share.
+
+    Validated at construction (errors name the field ``dataset.<name>``, the value and the
+    allowed range). ``root`` is kept as an absolute ``Path``.
+
+    Attributes:
+        root: folder of a data set read from disk (``None`` for embedded or generated ones).
+        image_size: side of the images returned; ``None`` keeps the data set's native size.
+        augment: train-time random crop (and flip, for natural images) on the train split.
+        cutout: side of the Cutout square on train items, 0 for none.
+        val_fraction: fraction of the training data held out as the val split, per class.
+        seed: seeds the splits (and generated images).
+        limit: at most this many training and this many test items (seeded subsets).
+
+    Example:
+        >>> DataRequest(image_size=8).size(16), DataRequest().size(16)
+        (8, 16)
+    """
+
+    root: Path | None = None
+    image_size: int | None = None
+    augment: bool = True
+    cutout: int = 0
+    val_fraction: float = 0.1
+    seed: int = 0
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.image_size is None or self.image_size >= 1, "dataset.image_size",
+              "image_size >= 1", self.image_size)
+        check(self.cutout >= 0, "dataset.cutout", "cutout >= 0", self.cutout)
+        check(0.0 <= self.val_fraction < 1.0, "dataset.val_fraction", "0 <= val_fraction < 1",
+              self.val_fraction)
+        check(self.limit is None or self.limit >= 1, "dataset.limit", "limit >= 1", self.limit)
+        if self.root is not None:
+            object.__setattr__(self, "root", Path(self.root).expanduser().absolute())
+
+    def size(self, native: int) -> int:
+        """The image side to return: ``image_size``, or the data set's ``native`` one."""
+        return self.image_size if self.image_size is not None else native
+
+    def rng(self) -> np.random.Generator:
+        """A fresh generator of the splits, seeded with ``seed``."""
+        return np.random.default_rng(self.seed)
+
+    def augmentation(self, *, padding: int, flip: bool) -> Augment:
+        """The train-time augmentation: crop with ``padding`` (and a flip if ``flip``), then cutout."""
+        transforms: list[Any] = []
+        if self.augment:
+            transforms.append(RandomCropPad(padding))
+            if flip:
+                transforms.append(RandomHorizontalFlip())
+        if self.cutout > 0:
+            transforms.append(Cutout(self.cutout))
+        return Augment(transforms)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The fields as keyword arguments (for factories written for the keyword form)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: Builds the splits of one data set: ``factory(request, **options)`` with the
+#: :class:`DataRequest` and the data-set-specific keyword options it declares (keyword-only
+#: parameters). A factory without a ``request`` parameter is called the older way, with the
+#: request's fields as keyword arguments.
 DatasetFactory = Callable[..., DataSplits]
 
 #: Data sets by name. ``DATASETS["nope"]`` raises ``KeyError`` listing the valid names.
 DATASETS: Registry[DatasetFactory] = Registry("dataset")
 
-#: Keyword arguments every factory takes; others are data-set-specific options.
-COMMON_ARGS = ("root", "image_size", "augment", "cutout", "val_fraction", "seed", "limit")
+#: Keyword arguments every data set takes (the fields of :class:`DataRequest`).
+COMMON_ARGS: tuple[str, ...] = tuple(f.name for f in fields(DataRequest))
 
 
-def load_dataset(
-    name: str,
-    *,
-    root: str | Path | None = None,
-    image_size: int | None = None,
-    augment: bool = True,
-    cutout: int = 0,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    limit: int | None = None,
-    **options: Any,
-) -> DataSplits:
+def _options(name: str, factory: DatasetFactory, options: dict[str, Any]) -> None:
+    """Refuse options the factory does not declare, naming the ones it has."""
+    allowed = sorted(
+        p.name for p in inspect.signature(factory).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in COMMON_ARGS
+    )
+    for key, value in options.items():
+        if key not in allowed:
+            raise SpecError(f"dataset.{key}",
+                            f"unknown option {key}={value!r} for dataset {name!r}; its options: "
+                            f"{allowed}")
+
+
+def load_dataset(name: str, *, root: str | Path | None = None, image_size: int | None = None,
+                 augment: bool = True, cutout: int = 0, val_fraction: float = 0.1, seed: int = 0,
+                 limit: int | None = None, **options: Any) -> DataSplits:
     """Load a registered data set as train / val / test splits.
 
     Args:
         name: one of ``sorted(DATASETS)``: ``cifar10``, ``cifar100``, ``digits``, ``svhn``,
             ``synthetic``, ``tinyimagenet``.
-        root: folder holding the files of a data set read from disk (``cifar10``, ``cifar100``,
-            ``svhn``, ``tinyimagenet``); ignored by ``digits`` (embedded) and ``synthetic``.
-            Nothing is ever downloaded.
-        image_size: side of the images returned; ``None`` keeps the data set's default
-            (digits 16, synthetic 16, CIFAR and SVHN 32, Tiny-ImageNet 64). Other sizes are
-            reached by bilinear resizing.
-        augment: apply train-time augmentation (random crop with zero padding, plus a random
-            horizontal flip for natural images) to the train split.
-        cutout: side of the Cutout square applied to train items, 0 for none. Independent of
-            ``augment``.
-        val_fraction: fraction of the training data held out as the val split, per class.
-        seed: seeds the splits (and the synthetic images); equal seeds give equal splits.
-        limit: if given, use at most ``limit`` training items (a seeded random subset, taken
-            before the val split, so ``len(train) + len(val) <= limit``) and at most ``limit``
-            test items. For quick runs.
+        root, image_size, augment, cutout, val_fraction, seed, limit: the
+            :class:`DataRequest` (see its attributes). ``root`` is read by ``cifar10``,
+            ``cifar100``, ``svhn`` and ``tinyimagenet`` (nothing is ever downloaded); the
+            native sizes are digits 16, synthetic 16, CIFAR and SVHN 32, Tiny-ImageNet 64;
+            ``limit`` subsets are taken before the val split, so
+            ``len(train) + len(val) <= limit``.
         **options: data-set-specific options, e.g. ``num_classes`` for ``synthetic``.
 
     Returns:
@@ -123,44 +182,17 @@ def load_dataset(
         ((3, 8, 8), 10)
     """
     factory = DATASETS.get_or_raise(name)
-    check(
-        image_size is None or image_size >= 1, "dataset.image_size", "image_size >= 1", image_size
-    )
-    check(cutout >= 0, "dataset.cutout", "cutout >= 0", cutout)
-    check(0.0 <= val_fraction < 1.0, "dataset.val_fraction", "0 <= val_fraction < 1", val_fraction)
-    check(limit is None or limit >= 1, "dataset.limit", "limit >= 1", limit)
-    allowed = sorted(
-        p.name
-        for p in inspect.signature(factory).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in COMMON_ARGS
-    )
-    for key, value in options.items():
-        if key not in allowed:
-            raise SpecError(
-                f"dataset.{key}",
-                f"unknown option {key}={value!r} for dataset {name!r}; its options: {allowed}",
-            )
-    root_path = Path(root).expanduser().absolute() if root is not None else None
-    splits = factory(
-        root=root_path,
-        image_size=image_size,
-        augment=augment,
-        cutout=cutout,
-        val_fraction=val_fraction,
-        seed=seed,
-        limit=limit,
-        **options,
-    )
-    logger.info(
-        "dataset %s: train %d, val %d, test %d items; %d classes; %dx%d",
-        name,
-        len(splits.train),  # type: ignore[arg-type]
-        len(splits.val),  # type: ignore[arg-type]
-        len(splits.test),  # type: ignore[arg-type]
-        splits.num_classes,
-        splits.image_size,
-        splits.image_size,
-    )
+    request = DataRequest(root=None if root is None else Path(root), image_size=image_size,
+                          augment=augment, cutout=cutout, val_fraction=val_fraction, seed=seed,
+                          limit=limit)
+    _options(name, factory, options)
+    if "request" in inspect.signature(factory).parameters:
+        splits = factory(request, **options)
+    else:  # a factory written for the keyword form (user code)
+        splits = factory(**request.as_kwargs(), **options)
+    logger.info("dataset %s: train %d, val %d, test %d items; %d classes; %dx%d", name,
+                len(splits.train), len(splits.val), len(splits.test),  # type: ignore[arg-type]
+                splits.num_classes, splits.image_size, splits.image_size)
     return splits
 
 
@@ -212,50 +244,38 @@ def _subsample(indices: np.ndarray, limit: int | None, rng: np.random.Generator)
     return np.sort(rng.choice(indices, size=limit, replace=False))
 
 
-def build_augmentation(*, augment: bool, padding: int, flip: bool, cutout: int) -> Augment:
-    """The train-time augmentation: crop with ``padding`` (and a flip if ``flip``), then cutout."""
-    transforms: list[Any] = []
-    if augment:
-        transforms.append(RandomCropPad(padding))
-        if flip:
-            transforms.append(RandomHorizontalFlip())
-    if cutout > 0:
-        transforms.append(Cutout(cutout))
-    return Augment(transforms)
-
-
 def make_splits(
     name: str,
+    request: DataRequest,
     *,
     source: Dataset[Any],
     pool: np.ndarray,
     test_source: Dataset[Any],
     test_pool: np.ndarray,
-    val_fraction: float,
-    limit: int | None,
-    rng: np.random.Generator,
-    augmentation: Augment,
     num_classes: int,
     image_size: int,
+    padding: int,
+    flip: bool,
+    rng: np.random.Generator | None = None,
 ) -> DataSplits:
     """Cut train and val out of ``source[pool]`` and test out of ``test_source[test_pool]``.
 
     Train and val are views of the same un-augmented ``source`` (so the files or tensors are
-    loaded once); only the train view is wrapped in ``augmentation``.
+    loaded once); only the train view is wrapped in the request's augmentation.
 
     Args:
         name: data set name.
+        request: val fraction, limit and augmentation settings.
         source: un-augmented training data; must expose ``labels`` (int64 tensor).
         pool: positions in ``source`` available for train and val.
         test_source: un-augmented test data.
         test_pool: positions in ``test_source`` forming the test split.
-        val_fraction: fraction of the pool held out per class as val.
-        limit: at most this many pool items and test items (seeded subsets), or ``None``.
-        rng: draws the subsets.
-        augmentation: applied to train items (if it holds any transform).
-        num_classes: number of classes.
-        image_size: side of the images.
+        num_classes: number of classes. image_size: side of the images.
+        padding, flip: the random crop's zero padding, and whether a flip follows it.
+        rng: draws the subsets (``request.rng()`` by default).
     """
+    rng = request.rng() if rng is None else rng
+    limit, val_fraction = request.limit, request.val_fraction
     pool = _subsample(np.asarray(pool, dtype=np.int64), limit, rng)
     test_pool = _subsample(np.asarray(test_pool, dtype=np.int64), limit, rng)
     labels = labels_of(source).numpy()[pool]
@@ -267,6 +287,7 @@ def make_splits(
             f"{pool.size} items (limit={limit}) holds out every item",
         )
     train: Dataset[Any] = IndexView(source, pool[kept])
+    augmentation = request.augmentation(padding=padding, flip=flip)
     if augmentation:
         train = Augmented(train, augmentation)
     return DataSplits(

@@ -8,18 +8,11 @@ download and takes milliseconds, which makes it the data set of tests, demos and
 from __future__ import annotations
 
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from arnas_ray.data._base import (
-    DATASETS,
-    DataSplits,
-    build_augmentation,
-    make_splits,
-    stratified_holdout,
-)
+from arnas_ray.data._base import DATASETS, DataRequest, DataSplits, make_splits, stratified_holdout
 from arnas_ray.data._datasets import TensorImages, resize
 
 __all__ = ["load_digits_arrays"]
@@ -37,16 +30,7 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 @DATASETS.register("digits")
-def _digits(
-    *,
-    root: Path | None,
-    image_size: int | None,
-    augment: bool,
-    cutout: int,
-    val_fraction: float,
-    seed: int,
-    limit: int | None,
-) -> DataSplits:
+def _digits(request: DataRequest) -> DataSplits:
     """Digits, split per class: test 20 %, val ``val_fraction`` of the rest, train the remainder.
 
     Pixels are scaled from 0..16 to [0, 1], the grey channel is repeated to 3 channels, and the
@@ -57,26 +41,13 @@ def _digits(
     horizontal flip: a mirrored 2, 3, 4, 5, 6, 7 or 9 is not that digit (and not any digit),
     so flipping would teach the model wrong labels. ``root`` is ignored.
     """
-    del root  # embedded in the package
-    size = image_size if image_size is not None else _DEFAULT_SIZE
+    size = request.size(_DEFAULT_SIZE)  # request.root is ignored: embedded in the package
     images, labels = load_digits_arrays()
     x = torch.from_numpy(images).float().div_(16.0).unsqueeze(1)  # [N, 1, 8, 8] in [0, 1]
     x = resize(x, size, antialias=False).repeat(1, 3, 1, 1).contiguous()  # [N, 3, size, size]
     source = TensorImages(x, torch.from_numpy(labels))
-    rng = np.random.default_rng(seed)
+    rng = request.rng()
     pool, test_pool = stratified_holdout(labels, _TEST_FRACTION, rng)
-    return make_splits(
-        "digits",
-        source=source,
-        pool=pool,
-        test_source=source,
-        test_pool=test_pool,
-        val_fraction=val_fraction,
-        limit=limit,
-        rng=rng,
-        augmentation=build_augmentation(
-            augment=augment, padding=max(1, size // 8), flip=False, cutout=cutout
-        ),
-        num_classes=_NUM_CLASSES,
-        image_size=size,
-    )
+    return make_splits("digits", request, source=source, pool=pool, test_source=source,
+                       test_pool=test_pool, num_classes=_NUM_CLASSES, image_size=size,
+                       padding=max(1, size // 8), flip=False, rng=rng)

@@ -9,13 +9,11 @@ noise, the labels' order and the splits follow ``seed``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from arnas_ray._config import check
-from arnas_ray.data._base import DATASETS, DataSplits, build_augmentation, make_splits
+from arnas_ray.data._base import DATASETS, DataRequest, DataSplits, make_splits
 from arnas_ray.data._datasets import TensorImages, resize
 
 __all__ = ["synthetic_patterns"]
@@ -45,14 +43,8 @@ def _sample(
 
 @DATASETS.register("synthetic")
 def _synthetic(
+    request: DataRequest,
     *,
-    root: Path | None,
-    image_size: int | None,
-    augment: bool,
-    cutout: int,
-    val_fraction: float,
-    seed: int,
-    limit: int | None,
     num_classes: int = 10,
     num_train: int = 512,
     num_test: int = 256,
@@ -67,30 +59,18 @@ def _synthetic(
         noise: standard deviation of the Gaussian pixel noise.
 
     Train augmentation is a random crop with zero padding ``max(1, image_size // 8)``; no flip,
-    since a mirrored pattern is not its class pattern. ``root`` is ignored.
+    since a mirrored pattern is not its class pattern. ``request.root`` is ignored.
     """
-    del root
     check(num_classes >= 2, "dataset.num_classes", "num_classes >= 2", num_classes)
     check(num_train >= 1, "dataset.num_train", "num_train >= 1", num_train)
     check(num_test >= 1, "dataset.num_test", "num_test >= 1", num_test)
     check(noise >= 0.0, "dataset.noise", "noise >= 0", noise)
-    size = image_size if image_size is not None else _DEFAULT_SIZE
+    size = request.size(_DEFAULT_SIZE)
     patterns = synthetic_patterns(num_classes, size)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(request.seed)
     train_x, train_y = _sample(patterns, num_train, noise, generator)
     test_x, test_y = _sample(patterns, num_test, noise, generator)
-    return make_splits(
-        "synthetic",
-        source=TensorImages(train_x, train_y),
-        pool=np.arange(num_train),
-        test_source=TensorImages(test_x, test_y),
-        test_pool=np.arange(num_test),
-        val_fraction=val_fraction,
-        limit=limit,
-        rng=np.random.default_rng(seed),
-        augmentation=build_augmentation(
-            augment=augment, padding=max(1, size // 8), flip=False, cutout=cutout
-        ),
-        num_classes=num_classes,
-        image_size=size,
-    )
+    return make_splits("synthetic", request, source=TensorImages(train_x, train_y),
+                       pool=np.arange(num_train), test_source=TensorImages(test_x, test_y),
+                       test_pool=np.arange(num_test), num_classes=num_classes, image_size=size,
+                       padding=max(1, size // 8), flip=False)

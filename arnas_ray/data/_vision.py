@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from arnas_ray.data._base import DATASETS, DataSplits, build_augmentation, make_splits, require_root
+from arnas_ray.data._base import DATASETS, DataRequest, DataSplits, make_splits, require_root
 from arnas_ray.data._datasets import FileImages, TensorImages
 from arnas_ray.errors import SpecError
 
@@ -82,20 +82,8 @@ def _nested(root: Path, folder: str) -> Path:
     return root
 
 
-def _load_cifar(
-    name: str,
-    cls: Any,
-    layout: str,
-    *,
-    root: Path | None,
-    image_size: int | None,
-    augment: bool,
-    cutout: int,
-    val_fraction: float,
-    seed: int,
-    limit: int | None,
-) -> DataSplits:
-    root = _nested(require_root(name, root, layout), cls.base_folder)
+def _load_cifar(name: str, cls: Any, layout: str, request: DataRequest) -> DataSplits:
+    root = _nested(require_root(name, request.root, layout), cls.base_folder)
     folder = root / cls.base_folder
     files = [f for f, _ in cls.train_list + cls.test_list] + [str(cls.meta["filename"])]
     missing = [f for f in files if not (folder / f).is_file()]
@@ -106,22 +94,12 @@ def _load_cifar(
         test = cls(str(root), train=False, download=False)
     except _READ_ERRORS as exc:
         raise _unreadable(name, folder, layout, exc) from exc
-    size = image_size if image_size is not None else 32
-    return make_splits(
-        name,
-        source=_tensor_images(train.data, train.targets, size),
-        pool=np.arange(len(train)),
-        test_source=_tensor_images(test.data, test.targets, size),
-        test_pool=np.arange(len(test)),
-        val_fraction=val_fraction,
-        limit=limit,
-        rng=np.random.default_rng(seed),
-        augmentation=build_augmentation(
-            augment=augment, padding=_padding(size, 32), flip=True, cutout=cutout
-        ),
-        num_classes=len(train.classes),
-        image_size=size,
-    )
+    size = request.size(32)
+    return make_splits(name, request, source=_tensor_images(train.data, train.targets, size),
+                       pool=np.arange(len(train)),
+                       test_source=_tensor_images(test.data, test.targets, size),
+                       test_pool=np.arange(len(test)), num_classes=len(train.classes),
+                       image_size=size, padding=_padding(size, 32), flip=True)
 
 
 def _tensor_images(data_nhwc: np.ndarray, labels: object, size: int) -> TensorImages:
@@ -132,72 +110,23 @@ def _tensor_images(data_nhwc: np.ndarray, labels: object, size: int) -> TensorIm
 
 
 @DATASETS.register("cifar10")
-def _cifar10(
-    *,
-    root: Path | None,
-    image_size: int | None,
-    augment: bool,
-    cutout: int,
-    val_fraction: float,
-    seed: int,
-    limit: int | None,
-) -> DataSplits:
+def _cifar10(request: DataRequest) -> DataSplits:
     """CIFAR-10 (50,000 train, 10,000 test, 32x32) from ``<root>/cifar-10-batches-py``."""
     from torchvision.datasets import CIFAR10  # lazy: slow to import
 
-    return _load_cifar(
-        "cifar10",
-        CIFAR10,
-        CIFAR10_LAYOUT,
-        root=root,
-        image_size=image_size,
-        augment=augment,
-        cutout=cutout,
-        val_fraction=val_fraction,
-        seed=seed,
-        limit=limit,
-    )
+    return _load_cifar("cifar10", CIFAR10, CIFAR10_LAYOUT, request)
 
 
 @DATASETS.register("cifar100")
-def _cifar100(
-    *,
-    root: Path | None,
-    image_size: int | None,
-    augment: bool,
-    cutout: int,
-    val_fraction: float,
-    seed: int,
-    limit: int | None,
-) -> DataSplits:
+def _cifar100(request: DataRequest) -> DataSplits:
     """CIFAR-100 fine labels (50,000 train, 10,000 test, 32x32) from ``<root>/cifar-100-python``."""
     from torchvision.datasets import CIFAR100  # lazy: slow to import
 
-    return _load_cifar(
-        "cifar100",
-        CIFAR100,
-        CIFAR100_LAYOUT,
-        root=root,
-        image_size=image_size,
-        augment=augment,
-        cutout=cutout,
-        val_fraction=val_fraction,
-        seed=seed,
-        limit=limit,
-    )
+    return _load_cifar("cifar100", CIFAR100, CIFAR100_LAYOUT, request)
 
 
 @DATASETS.register("svhn")
-def _svhn(
-    *,
-    root: Path | None,
-    image_size: int | None,
-    augment: bool,
-    cutout: int,
-    val_fraction: float,
-    seed: int,
-    limit: int | None,
-) -> DataSplits:
+def _svhn(request: DataRequest) -> DataSplits:
     """SVHN cropped digits (73,257 train, 26,032 test, 32x32; label 10 read as 0).
 
     The ``extra`` split is not used. Augmentation is the reference's crop (and cutout) but
@@ -207,7 +136,7 @@ def _svhn(
     from torchvision.datasets import SVHN  # lazy: slow to import
 
     name = "svhn"
-    root = require_root(name, root, SVHN_LAYOUT)
+    root = require_root(name, request.root, SVHN_LAYOUT)
     missing = [
         SVHN.split_list[s][1]
         for s in ("train", "test")
@@ -220,26 +149,14 @@ def _svhn(
         test = SVHN(str(root), split="test", download=False)
     except _READ_ERRORS as exc:
         raise _unreadable(name, root, SVHN_LAYOUT, exc) from exc
-    size = image_size if image_size is not None else 32
+    size = request.size(32)
     sources = []
     for part in (train, test):
         images = torch.from_numpy(np.ascontiguousarray(part.data))  # uint8 [N, 3, 32, 32]
         sources.append(TensorImages(images, torch.as_tensor(part.labels, dtype=torch.int64), size))
-    return make_splits(
-        name,
-        source=sources[0],
-        pool=np.arange(len(train)),
-        test_source=sources[1],
-        test_pool=np.arange(len(test)),
-        val_fraction=val_fraction,
-        limit=limit,
-        rng=np.random.default_rng(seed),
-        augmentation=build_augmentation(
-            augment=augment, padding=_padding(size, 32), flip=False, cutout=cutout
-        ),
-        num_classes=10,
-        image_size=size,
-    )
+    return make_splits(name, request, source=sources[0], pool=np.arange(len(train)),
+                       test_source=sources[1], test_pool=np.arange(len(test)), num_classes=10,
+                       image_size=size, padding=_padding(size, 32), flip=False)
 
 
 def _tiny_val_samples(root: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
@@ -271,16 +188,7 @@ def _tiny_val_samples(root: Path, class_to_idx: dict[str, int]) -> list[tuple[st
 
 
 @DATASETS.register("tinyimagenet")
-def _tinyimagenet(
-    *,
-    root: Path | None,
-    image_size: int | None,
-    augment: bool,
-    cutout: int,
-    val_fraction: float,
-    seed: int,
-    limit: int | None,
-) -> DataSplits:
+def _tinyimagenet(request: DataRequest) -> DataSplits:
     """Tiny-ImageNet (200 classes, 100,000 train, 64x64); its labelled ``val`` folder is the test split.
 
     Classes are the ``train/`` sub-folders in sorted order (``ImageFolder``'s rule); the
@@ -289,7 +197,7 @@ def _tinyimagenet(
     from torchvision.datasets import ImageFolder  # lazy: slow to import
 
     name = "tinyimagenet"
-    root = require_root(name, root, TINYIMAGENET_LAYOUT)
+    root = require_root(name, request.root, TINYIMAGENET_LAYOUT)
     if not (root / "train").is_dir() and (root / "tiny-imagenet-200").is_dir():
         root = root / "tiny-imagenet-200"  # the folder the archive extracts into
     expected = ["train", "val/images", "val/val_annotations.txt"]
@@ -301,19 +209,9 @@ def _tinyimagenet(
     except (FileNotFoundError, OSError) as exc:
         raise _unreadable(name, root / "train", TINYIMAGENET_LAYOUT, exc) from exc
     test_samples = _tiny_val_samples(root, folder.class_to_idx)
-    size = image_size if image_size is not None else 64
-    return make_splits(
-        name,
-        source=FileImages(folder.samples, size),
-        pool=np.arange(len(folder.samples)),
-        test_source=FileImages(test_samples, size),
-        test_pool=np.arange(len(test_samples)),
-        val_fraction=val_fraction,
-        limit=limit,
-        rng=np.random.default_rng(seed),
-        augmentation=build_augmentation(
-            augment=augment, padding=_padding(size, 64), flip=True, cutout=cutout
-        ),
-        num_classes=len(folder.classes),
-        image_size=size,
-    )
+    size = request.size(64)
+    return make_splits(name, request, source=FileImages(folder.samples, size),
+                       pool=np.arange(len(folder.samples)),
+                       test_source=FileImages(test_samples, size),
+                       test_pool=np.arange(len(test_samples)), num_classes=len(folder.classes),
+                       image_size=size, padding=_padding(size, 64), flip=True)

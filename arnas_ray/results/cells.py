@@ -16,7 +16,6 @@ matplotlib drawing is made.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch
 
 from arnas_ray._atomic import atomic_write_bytes
-from arnas_ray.errors import ArnasError
+from arnas_ray._genotype import BaseGenotype, Edge
 
 __all__ = [
     "BACKENDS",
@@ -53,58 +52,23 @@ BACKEND_ENV = "ARNAS_RAY_CELL_BACKEND"
 _DOT_TIMEOUT_S = 30.0
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
-
-class GenotypeFormatError(ArnasError, ValueError):
-    """The genotype JSON does not have the documented cell format."""
-
-
-Edge = tuple[str, int]
+GenotypeLike = Mapping[str, Any] | str | BaseGenotype
+"""A genotype as a JSON dict, JSON text, or a genotype object."""
 
 
-def _load(genotype: Mapping[str, Any] | str) -> Mapping[str, Any]:
+def _genotype(genotype: GenotypeLike) -> BaseGenotype:
+    """The genotype, parsed and checked by the torch-free core (``SpecError`` naming the field)."""
+    if isinstance(genotype, BaseGenotype):
+        return genotype
     if isinstance(genotype, str):
-        try:
-            genotype = json.loads(genotype)
-        except ValueError as exc:
-            raise GenotypeFormatError(f"genotype: not valid JSON ({exc})") from exc
-    if not isinstance(genotype, Mapping) or not isinstance(genotype.get("cells"), Mapping):
-        raise GenotypeFormatError(
-            "genotype: expected a mapping {'cells': {cell_type: {'edges': [[op, input], ...], "
-            f"'concat': [...]}}}}}}, got {type(genotype).__name__}"
-        )
-    return genotype
+        return BaseGenotype.from_json(genotype)
+    return BaseGenotype.from_dict(genotype)
 
 
-def _cell(genotype: Mapping[str, Any] | str, cell_type: str) -> tuple[list[Edge], list[int]]:
+def _cell(genotype: GenotypeLike, cell_type: str) -> tuple[list[Edge], list[int]]:
     """Return the checked ``(edges, concat)`` of one cell."""
-    cells = _load(genotype)["cells"]
-    if cell_type not in cells:
-        raise KeyError(f"unknown cell type {cell_type!r}; valid: {sorted(cells)}")
-    cell = cells[cell_type]
-    field = f"genotype.cells.{cell_type}"
-    if not isinstance(cell, Mapping) or "edges" not in cell:
-        raise GenotypeFormatError(f"{field}: expected {{'edges': [...], 'concat': [...]}}, "
-                                  f"got {cell!r}")
-    raw = cell["edges"]
-    if not isinstance(raw, (list, tuple)) or len(raw) % 2 or not raw:
-        raise GenotypeFormatError(f"{field}.edges: expected a non-empty list with two [op, input] "
-                                  f"pairs per node, got {raw!r}")
-    edges: list[Edge] = []
-    for i, pair in enumerate(raw):
-        node = i // 2 + 2
-        ok = (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
-              and isinstance(pair[1], int) and not isinstance(pair[1], bool))
-        if not ok or not 0 <= pair[1] < node:
-            raise GenotypeFormatError(
-                f"{field}.edges[{i}]: expected [op, input] with 0 <= input < {node}, got {pair!r}")
-        edges.append((pair[0], int(pair[1])))
-    steps = len(edges) // 2
-    concat = cell.get("concat", list(range(2, 2 + steps)))
-    if not isinstance(concat, (list, tuple)) or not all(
-            isinstance(c, int) and 0 <= c < steps + 2 for c in concat):
-        raise GenotypeFormatError(f"{field}.concat: expected state indices in 0..{steps + 1}, "
-                                  f"got {concat!r}")
-    return edges, [int(c) for c in concat]
+    cell = _genotype(genotype)[cell_type]  # KeyError naming the cell types it has
+    return list(cell.edges), list(cell.concat)
 
 
 def _state_name(index: int) -> str:
@@ -115,7 +79,7 @@ def _dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def cell_dot_source(genotype: Mapping[str, Any] | str, cell_type: str) -> str:
+def cell_dot_source(genotype: GenotypeLike, cell_type: str) -> str:
     """Return the Graphviz DOT source of one cell (layout left to right, DARTS style)."""
     edges, concat = _cell(genotype, cell_type)
     steps = len(edges) // 2
@@ -148,54 +112,69 @@ def _render_dot(source: str, fmt: str, dot: str) -> bytes:
     return proc.stdout
 
 
-def _render_matplotlib(genotype: Mapping[str, Any] | str, cell_type: str, fmt: str) -> bytes:
-    edges, concat = _cell(genotype, cell_type)
-    steps = len(edges) // 2
-    # Positions: inputs on the left, intermediate nodes on a zig-zag, the output on the right.
-    pos: dict[int | str, tuple[float, float]] = {0: (0.0, 1.2), 1: (0.0, -1.2)}
-    for i in range(steps):
-        pos[i + 2] = (1.6 * (i + 1), 0.9 if i % 2 == 0 else -0.9)
-    pos["out"] = (1.6 * (steps + 1), 0.0)
-    width = 1.6 * (steps + 1)
+Point = tuple[float, float]
 
-    # One data unit is the same length on both axes, so the arc3 label positions below
-    # (computed in data units) match the curves matplotlib draws in display units.
-    unit = 0.75  # inches per data unit
-    fig = Figure(figsize=(unit * (width + 1.4), unit * 4.0 / 0.9), dpi=100)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 0.9))
-    ax.set_xlim(-0.7, width + 0.7)
-    ax.set_ylim(-2.0, 2.0)
-    ax.axis("off")
-    fig.suptitle(f"{cell_type} cell", fontsize=11)
 
-    def box(key: int | str, label: str, color: str) -> None:
-        x, y = pos[key]
-        ax.text(x, y, label, ha="center", va="center", fontsize=10, zorder=4,
-                bbox={"boxstyle": "round,pad=0.35", "facecolor": color, "edgecolor": "black",
-                      "linewidth": 1.5})
+class _Canvas:
+    """A matplotlib figure of one cell: inputs on the left, intermediate nodes on a zig-zag,
+    the output on the right. One data unit is the same length on both axes, so the arc3
+    label positions (computed in data units) match the curves matplotlib draws."""
 
-    def arrow(src: int | str, dst: int | str, rad: float, label: str | None,
+    UNIT = 0.75  # inches per data unit
+
+    def __init__(self, cell_type: str, steps: int) -> None:
+        self.pos: dict[int | str, Point] = {0: (0.0, 1.2), 1: (0.0, -1.2)}
+        for i in range(steps):
+            self.pos[i + 2] = (1.6 * (i + 1), 0.9 if i % 2 == 0 else -0.9)
+        width = 1.6 * (steps + 1)
+        self.pos["out"] = (width, 0.0)
+        self.fig = Figure(figsize=(self.UNIT * (width + 1.4), self.UNIT * 4.0 / 0.9), dpi=100)
+        self.ax = self.fig.add_axes((0.0, 0.0, 1.0, 0.9))
+        self.ax.set_xlim(-0.7, width + 0.7)
+        self.ax.set_ylim(-2.0, 2.0)
+        self.ax.axis("off")
+        self.fig.suptitle(f"{cell_type} cell", fontsize=11)
+
+    def box(self, key: int | str, label: str, color: str) -> None:
+        x, y = self.pos[key]
+        self.ax.text(x, y, label, ha="center", va="center", fontsize=10, zorder=4,
+                     bbox={"boxstyle": "round,pad=0.35", "facecolor": color,
+                           "edgecolor": "black", "linewidth": 1.5})
+
+    def arrow(self, src: int | str, dst: int | str, rad: float, label: str | None,
               t: float = 0.5) -> None:
-        (x0, y0), (x1, y1) = pos[src], pos[dst]
-        patch = FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}",
-                                arrowstyle="-|>", mutation_scale=10, shrinkA=14, shrinkB=14,
-                                color="dimgray", linewidth=1.0, zorder=2)
-        ax.add_patch(patch)
+        (x0, y0), (x1, y1) = self.pos[src], self.pos[dst]
+        self.ax.add_patch(FancyArrowPatch(
+            (x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+            mutation_scale=10, shrinkA=14, shrinkB=14, color="dimgray", linewidth=1.0,
+            zorder=2))
         if label:
             # Point t of the quadratic Bezier that arc3 draws (control point: the midpoint
             # moved by rad * (dy, -dx)); t alternates so labels of crossing edges separate.
             cx, cy = (x0 + x1) / 2 + rad * (y1 - y0), (y0 + y1) / 2 - rad * (x1 - x0)
             lx = (1 - t) ** 2 * x0 + 2 * t * (1 - t) * cx + t**2 * x1
             ly = (1 - t) ** 2 * y0 + 2 * t * (1 - t) * cy + t**2 * y1
-            ax.text(lx, ly, label, ha="center", va="center", fontsize=7, zorder=3,
-                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "white",
-                          "edgecolor": "none", "alpha": 0.85})
+            self.ax.text(lx, ly, label, ha="center", va="center", fontsize=7, zorder=3,
+                         bbox={"boxstyle": "round,pad=0.1", "facecolor": "white",
+                               "edgecolor": "none", "alpha": 0.85})
 
-    box(0, "c_{k-2}", "#c1e1c1")
-    box(1, "c_{k-1}", "#c1e1c1")
+    def save(self, fmt: str) -> bytes:
+        buf = io.BytesIO()
+        metadata = {"Software": None} if fmt == "png" else {"Creator": None, "Date": None}
+        with rc_context({"svg.fonttype": "none"}):  # keep labels as text in SVG
+            self.fig.savefig(buf, format=fmt, metadata=metadata)
+        return buf.getvalue()
+
+
+def _render_matplotlib(genotype: GenotypeLike, cell_type: str, fmt: str) -> bytes:
+    edges, concat = _cell(genotype, cell_type)
+    steps = len(edges) // 2
+    canvas = _Canvas(cell_type, steps)
+    canvas.box(0, "c_{k-2}", "#c1e1c1")
+    canvas.box(1, "c_{k-1}", "#c1e1c1")
     for i in range(steps):
-        box(i + 2, str(i), "#add8e6")
-    box("out", "c_{k}", "#eee8aa")
+        canvas.box(i + 2, str(i), "#add8e6")
+    canvas.box("out", "c_{k}", "#eee8aa")
     drawn: dict[tuple[int, int], int] = {}
     for i, (op, src) in enumerate(edges):
         dst = i // 2 + 2
@@ -206,14 +185,10 @@ def _render_matplotlib(genotype: Mapping[str, Any] | str, cell_type: str, fmt: s
         repeat = drawn.get((src, dst), 0)
         drawn[(src, dst)] = repeat + 1
         rad += 0.35 * repeat * (1 if rad >= 0 else -1)  # same pair twice: a wider arc
-        arrow(src, dst, rad, op, 0.5 if dst == 2 else (0.4 if i % 2 == 0 else 0.6))
+        canvas.arrow(src, dst, rad, op, 0.5 if dst == 2 else (0.4 if i % 2 == 0 else 0.6))
     for c in concat:
-        arrow(c, "out", 0.0, None)
-    buf = io.BytesIO()
-    metadata = {"Software": None} if fmt == "png" else {"Creator": None, "Date": None}
-    with rc_context({"svg.fonttype": "none"}):  # keep labels as text in SVG
-        fig.savefig(buf, format=fmt, metadata=metadata)
-    return buf.getvalue()
+        canvas.arrow(c, "out", 0.0, None)
+    return canvas.save(fmt)
 
 
 def _choose_backend(backend: str) -> tuple[str, str | None]:
@@ -232,7 +207,7 @@ def _choose_backend(backend: str) -> tuple[str, str | None]:
     return backend, dot
 
 
-def render_cell(genotype: Mapping[str, Any] | str, cell_type: str, fmt: str = "svg", *,
+def render_cell(genotype: GenotypeLike, cell_type: str, fmt: str = "svg", *,
                 backend: str = "auto") -> bytes:
     """Return the drawing of one cell as SVG or PNG bytes (see :func:`draw_cell`)."""
     if fmt not in CELL_FORMATS:
@@ -251,13 +226,14 @@ def render_cell(genotype: Mapping[str, Any] | str, cell_type: str, fmt: str = "s
     return _render_matplotlib(genotype, cell_type, fmt)
 
 
-def draw_cell(genotype: Mapping[str, Any] | str, cell_type: str,
+def draw_cell(genotype: GenotypeLike, cell_type: str,
               path: str | os.PathLike[str], fmt: str | None = None, *,
               backend: str = "auto") -> Path:
     """Draw one cell of a genotype as a DAG and write it atomically.
 
     Args:
-        genotype: genotype JSON as a dict (or JSON text), ``{"cells": {...}}``.
+        genotype: genotype JSON as a dict (or JSON text), ``{"cells": {...}}``, or a
+            genotype object.
         cell_type: the cell to draw (``"accurate"``, ``"robust"``, ``"reduce"``, ...).
         path: output file.
         fmt: ``"svg"`` or ``"png"``; default from the suffix of ``path``, else SVG.
@@ -269,7 +245,8 @@ def draw_cell(genotype: Mapping[str, Any] | str, cell_type: str,
 
     Raises:
         KeyError: ``cell_type`` is not in the genotype (the valid ones are named).
-        ValueError: malformed genotype, unknown format or backend.
+        SpecError: malformed genotype (a ``ValueError`` naming the field).
+        ValueError: unknown format or backend.
         FileNotFoundError: ``backend="dot"`` without Graphviz.
 
     Example:
@@ -286,14 +263,14 @@ def draw_cell(genotype: Mapping[str, Any] | str, cell_type: str,
     return atomic_write_bytes(target, render_cell(genotype, cell_type, fmt, backend=backend))
 
 
-def draw_genotype(genotype: Mapping[str, Any] | str, out_dir: str | os.PathLike[str],
+def draw_genotype(genotype: GenotypeLike, out_dir: str | os.PathLike[str],
                   fmt: str = "svg", *, backend: str = "auto") -> dict[str, Path]:
     """Draw every cell type of a genotype into ``out_dir/<cell_type>.<fmt>``.
 
     Returns:
         Mapping cell type -> path written, in the genotype's order.
     """
-    cells = _load(genotype)["cells"]
+    cells = _genotype(genotype).cells
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     for cell_type in cells:

@@ -269,6 +269,38 @@ def _canonical_json(text: object) -> object:
         return text
 
 
+def _check_front_args(df: pd.DataFrame, objectives: Mapping[str, str], top_k: int | None, tie_break: str) -> None:
+    if not objectives:
+        raise _ObjectiveError("objectives must name at least one column")
+    if top_k is not None and top_k < 1:
+        raise _ObjectiveError(f"`top_k >= 1` must hold, but got top_k={top_k!r}")
+    if tie_break not in df.columns:
+        raise _ObjectiveError(f"unknown tie_break column {tie_break!r}; columns are {list(df.columns)}")
+
+
+def _dedup(front: pd.DataFrame, dedup_on: Sequence[str]) -> pd.DataFrame:
+    """One row per architecture (the first in the front's order); null keys stay distinct."""
+    missing = [c for c in dedup_on if c not in front.columns]
+    if missing:
+        raise _ObjectiveError(f"unknown dedup_on column(s) {missing}")
+    keys = pd.DataFrame({c: front[c].map(_canonical_json) if c in ("genotype", "config")
+                         else front[c].astype(object) for c in dedup_on}, index=front.index)
+    # Rows with a null key are distinct architectures we know nothing about: keep them.
+    null_key = keys.isna().any(axis=1)
+    dup = keys.astype(str).duplicated(keep="first") & ~null_key
+    return front[~dup]
+
+
+def _most_spread(front: pd.DataFrame, objectives: Mapping[str, str], top_k: int) -> pd.DataFrame:
+    """The ``top_k`` rows of largest crowding distance (the extremes first)."""
+    directions = list(objectives.values())
+    front = front.assign(_crowd=crowding_distance(_as_minimization(_objective_values(front, objectives),
+                                                                   directions)))
+    front = front.sort_values(["_crowd", "_first", "_tie"], ascending=[False, True, True],
+                              na_position="last", kind="stable").head(top_k)
+    return front.drop(columns="_crowd")
+
+
 def select_front(
     df: pd.DataFrame,
     objectives: Mapping[str, str],
@@ -305,13 +337,7 @@ def select_front(
     Raises:
         ValueError: an unknown objective column or direction, ``top_k < 1``.
     """
-    if not objectives:
-        raise _ObjectiveError("objectives must name at least one column")
-    if top_k is not None and top_k < 1:
-        raise _ObjectiveError(f"`top_k >= 1` must hold, but got top_k={top_k!r}")
-    if tie_break not in df.columns:
-        raise _ObjectiveError(f"unknown tie_break column {tie_break!r}; columns are "
-                              f"{list(df.columns)}")
+    _check_front_args(df, objectives, top_k, tie_break)
     directions = list(objectives.values())
     names = list(objectives)
     finished = df[df["status"] == "finished"] if "status" in df.columns else df
@@ -325,21 +351,9 @@ def select_front(
     front = front.sort_values(["_tie", "_first", "trial_id"] if "trial_id" in front else
                               ["_tie", "_first"], na_position="last", kind="stable")
     if dedup_on:
-        missing = [c for c in dedup_on if c not in front.columns]
-        if missing:
-            raise _ObjectiveError(f"unknown dedup_on column(s) {missing}")
-        keys = pd.DataFrame({c: front[c].map(_canonical_json) if c in ("genotype", "config")
-                             else front[c].astype(object) for c in dedup_on}, index=front.index)
-        # Rows with a null key are distinct architectures we know nothing about: keep them.
-        null_key = keys.isna().any(axis=1)
-        dup = keys.astype(str).duplicated(keep="first") & ~null_key
-        front = front[~dup]
+        front = _dedup(front, dedup_on)
     if top_k is not None and len(front) > top_k:
-        front["_crowd"] = crowding_distance(
-            _as_minimization(_objective_values(front, objectives), directions))
-        front = front.sort_values(["_crowd", "_first", "_tie"], ascending=[False, True, True],
-                                  na_position="last", kind="stable").head(top_k)
-        front = front.drop(columns="_crowd")
+        front = _most_spread(front, objectives, top_k)
     by = ["_first", "_tie"] + (["trial_id"] if "trial_id" in front else [])
     front = front.sort_values(by, na_position="last", kind="stable")
     front = front.drop(columns=["_first", "_tie"])

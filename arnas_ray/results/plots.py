@@ -10,10 +10,12 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -24,6 +26,8 @@ __all__ = [
     "FORMATS",
     "plot_pareto",
     "render_pareto",
+    "render_search_diagnostics",
+    "spread_duplicates",
 ]
 
 FORMATS: tuple[str, ...] = ("png", "svg")
@@ -112,6 +116,69 @@ def render_pareto(
     return buf.getvalue()
 
 
+def spread_duplicates(xv: np.ndarray, yv: np.ndarray,
+                      radius: float) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float, int]]]:
+    """Points that coincide (e.g. the renamed twins of one network) moved apart on a small ring
+    around their common place, so none hides another; also returns ``(x, y, count)`` of every
+    group of two or more, for a ``xN`` label."""
+    xo, yo = xv.astype("float64").copy(), yv.astype("float64").copy()
+    groups: dict[tuple[float, float], list[int]] = {}
+    for i, key in enumerate(zip(np.round(xv, 9), np.round(yv, 9))):
+        groups.setdefault(key, []).append(i)
+    labels = []
+    for (x0, y0), idx in groups.items():
+        if len(idx) < 2:
+            continue
+        angles = np.linspace(0.0, 2 * np.pi, len(idx), endpoint=False) + np.pi / 4
+        xo[idx] = x0 + radius * np.cos(angles)
+        yo[idx] = y0 + radius * np.sin(angles)
+        labels.append((x0, y0, len(idx)))
+    return xo, yo, labels
+
+
+def _plotted(df: pd.DataFrame, x: str, y: str, status: str | None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    data = df if status is None or "status" not in df.columns else df[df["status"] == status]
+    xs = pd.to_numeric(data[x], errors="coerce").astype("float64")
+    ys = pd.to_numeric(data[y], errors="coerce").astype("float64")
+    keep = (xs.notna() & ys.notna()).to_numpy()
+    return data[keep], xs.to_numpy()[keep], ys.to_numpy()[keep]
+
+
+def _scatter(ax: Axes, data: pd.DataFrame, xv: np.ndarray, yv: np.ndarray, size: str | None, color: str | None,
+             marker: str | None) -> list[Line2D]:
+    """The finished points (colour, marker shape, area encodings); returns legend handles."""
+    n = len(data)
+    colors_names, color_idx = (_categories(data[color]) if color else ([], np.zeros(n, int)))
+    marker_names, marker_idx = (_categories(data[marker]) if marker else ([], np.zeros(n, int)))
+    areas = _sizes(data[size] if size else None, n)
+    tab10 = colormaps["tab10"]
+    palette = [tab10(i % 10) for i in range(max(len(colors_names), 1))]
+    span = max(float(np.ptp(xv)) if n else 0.0, float(np.ptp(yv)) if n else 0.0, 0.02)
+    px, py, twins = spread_duplicates(xv, yv, radius=0.012 * span)
+    for m in range(max(len(marker_names), 1)):
+        sel = marker_idx == m
+        if sel.any():
+            ax.scatter(px[sel], py[sel], s=areas[sel], c=[palette[i] for i in color_idx[sel]],
+                       marker=_MARKERS[m % len(_MARKERS)], alpha=0.8, edgecolors="black", linewidths=0.5, zorder=3)
+    for x0, y0, count in twins:
+        ax.annotate(f"x{count}", xy=(x0, y0), xytext=(6, 6), textcoords="offset points", fontsize="x-small",
+                    zorder=4)
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=7, markerfacecolor=palette[i],
+                      markeredgecolor="black", label=f"{color}: {name}") for i, name in enumerate(colors_names)]
+    handles += [Line2D([], [], linestyle="", marker=_MARKERS[i % len(_MARKERS)], markersize=7,
+                       markerfacecolor="white", markeredgecolor="black", label=f"{marker}: {name}")
+                for i, name in enumerate(marker_names)]
+    return handles
+
+
+def _front(ax: Axes, xv: np.ndarray, yv: np.ndarray, directions: Sequence[str]) -> None:
+    front = nondominated_mask(np.stack([xv, yv], axis=1), directions)
+    order = np.argsort(xv[front], kind="stable")
+    where: Literal["pre", "post"] = "pre" if directions[0] == "max" else "post"
+    ax.step(xv[front][order], yv[front][order], where=where, color="black", linewidth=1.2, zorder=2,
+            label="Pareto front")
+
+
 def _pareto_figure(
     df: pd.DataFrame,
     x: str,
@@ -131,18 +198,8 @@ def _pareto_figure(
         if col not in df.columns:
             raise ValueError(f"{name}={col!r} is not a column; columns are {list(df.columns)}")
     # Optional encodings whose column is absent are dropped (a bare frame still plots).
-    size = size if size in df.columns else None
-    color = color if color in df.columns else None
-    marker = marker if marker in df.columns else None
-    data = df
-    if only_finished and "status" in data.columns:
-        data = data[data["status"] == "finished"]
-    xs = pd.to_numeric(data[x], errors="coerce").astype("float64")
-    ys = pd.to_numeric(data[y], errors="coerce").astype("float64")
-    keep = (xs.notna() & ys.notna()).to_numpy()
-    data, xv, yv = data[keep], xs.to_numpy()[keep], ys.to_numpy()[keep]
-    n = len(data)
-
+    size, color, marker = (c if c in df.columns else None for c in (size, color, marker))
+    data, xv, yv = _plotted(df, x, y, "finished" if only_finished else None)
     fig = Figure(figsize=(6.4, 4.8), dpi=dpi, layout="constrained")
     ax = fig.add_subplot()
     ax.set_xlabel(_LABELS.get(x, x))
@@ -150,44 +207,20 @@ def _pareto_figure(
     if title:
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if n == 0:
-        ax.text(0.5, 0.5, f"no finished rows with {x} and {y}", ha="center", va="center",
-                transform=ax.transAxes)
-    else:
-        colors_names, color_idx = (_categories(data[color]) if color else ([], np.zeros(n, int)))
-        marker_names, marker_idx = (_categories(data[marker]) if marker else ([], np.zeros(n, int)))
-        areas = _sizes(data[size] if size else None, n)
-        tab10 = colormaps["tab10"]
-        palette = [tab10(i % 10) for i in range(max(len(colors_names), 1))]
-        for m in range(max(len(marker_names), 1)):
-            sel = marker_idx == m
-            if not sel.any():
-                continue
-            ax.scatter(xv[sel], yv[sel], s=areas[sel],
-                       c=[palette[i] for i in color_idx[sel]],
-                       marker=_MARKERS[m % len(_MARKERS)], alpha=0.8, edgecolors="black",
-                       linewidths=0.5, zorder=3)
-        front = nondominated_mask(np.stack([xv, yv], axis=1), directions)
-        order = np.argsort(xv[front], kind="stable")
-        fx, fy = xv[front][order], yv[front][order]
-        where = "pre" if directions[0] == "max" else "post"
-        ax.step(fx, fy, where=where, color="black", linewidth=1.2, zorder=2,
-                label="Pareto front")
-        handles: list[Line2D] = [Line2D([], [], color="black", label="Pareto front")]
-        if color:
-            handles += [Line2D([], [], linestyle="", marker="o", markersize=7,
-                               markerfacecolor=palette[i], markeredgecolor="black",
-                               label=f"{color}: {name}")
-                        for i, name in enumerate(colors_names)]
-        if marker:
-            handles += [Line2D([], [], linestyle="", marker=_MARKERS[i % len(_MARKERS)],
-                               markersize=7, markerfacecolor="white", markeredgecolor="black",
-                               label=f"{marker}: {name}")
-                        for i, name in enumerate(marker_names)]
-        ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.8)
-        if size:
-            ax.annotate(f"marker area ~ sqrt({size})", xy=(1.0, -0.12),
-                        xycoords="axes fraction", ha="right", fontsize="x-small")
+    if len(data) == 0:
+        ax.text(0.5, 0.5, f"no finished rows with {x} and {y}", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    handles = [Line2D([], [], color="black", label="Pareto front")]
+    handles += _scatter(ax, data, xv, yv, size, color, marker)
+    _front(ax, xv, yv, directions)
+    _, sx, sy = _plotted(df, x, y, "stopped") if only_finished else (None, np.array([]), np.array([]))
+    if len(sx):  # stopped early by a scheduler or a budget: shown apart, never on the front
+        ax.scatter(sx, sy, s=40, marker="x", color="grey", zorder=2)
+        handles.append(Line2D([], [], linestyle="", marker="x", color="grey", label="stopped early"))
+    ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.8)
+    if size:
+        ax.annotate(f"marker area ~ sqrt({size})", xy=(1.0, -0.12), xycoords="axes fraction", ha="right",
+                    fontsize="x-small")
     return fig
 
 
@@ -226,3 +259,31 @@ def plot_pareto(
         fmt = suffix if suffix in FORMATS else "png"
     data = render_pareto(df, x, y, fmt=fmt, **kwargs)  # type: ignore[arg-type]
     return atomic_write_bytes(target, data)
+
+
+def render_search_diagnostics(steps: dict[str, list[dict[str, Any]]], *, dpi: int = 110) -> bytes:
+    """Gamma (weight of the natural objective) and the op-weight entropy over the search steps,
+    one line per trial (``steps``: trial -> its per-step records, see
+    :mod:`arnas_ray._diagnostics`); a PNG."""
+    fig = Figure(figsize=(7.0, 5.2), dpi=dpi, layout="constrained")
+    ax_g, ax_e = fig.subplots(2, 1, sharex=True)
+    tab10 = colormaps["tab10"]
+    for i, (trial, records) in enumerate(sorted(steps.items())):
+        xs = np.arange(1, len(records) + 1)
+        for ax, name in ((ax_g, "gamma"), (ax_e, "entropy")):
+            ys = np.array([np.nan if r.get(name) is None else float(r[name]) for r in records])
+            if np.isfinite(ys).any():
+                ax.plot(xs, ys, color=tab10(i % 10), linewidth=1.0, label=trial if ax is ax_g else None)
+    ax_g.set_ylabel("gamma (natural weight)")
+    ax_g.set_ylim(-0.05, 1.05)
+    ax_e.set_ylabel("op-weight entropy (nats)")
+    ax_e.set_xlabel("architecture step")
+    for ax in (ax_g, ax_e):
+        ax.grid(True, alpha=0.3)
+    if steps:
+        ax_g.legend(fontsize="x-small", loc="best", framealpha=0.8)
+    else:
+        ax_g.text(0.5, 0.5, "no per-step records", ha="center", va="center", transform=ax_g.transAxes)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()

@@ -42,9 +42,11 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from arnas_ray._config import check_choice
-from arnas_ray.search.config import NORMALIZATIONS, ORDERS, STRATEGIES
-from arnas_ray.search.mgda import mgda_weights
-from arnas_ray.space.supernet import ALPHA_PREFIX
+from arnas_ray.search._amp import upcast as _upcast
+from arnas_ray.search.config import ORDERS, STRATEGIES
+from arnas_ray.search.diagnostics import step_vector
+from arnas_ray.search.mgda import NORMALIZATIONS, mgda_weights
+from arnas_ray.space.supernet import ALPHA_PREFIX, frozen_running_stats
 
 __all__ = ["ArchBatch", "ArchStats", "Architect"]
 
@@ -77,6 +79,8 @@ class ArchStats:
     loss_nat: Tensor | None  # natural objective f1 (None when not computed)
     loss_adv: Tensor | None  # adversarial objective f2 = adv_coef * CE (None when not computed)
     grad_norm: Tensor  # L2 norm of the combined update direction (non-finite: divergence)
+    # the step's STEP_FIELDS (arnas_ray._diagnostics) as one 1-d tensor; None with diagnostics off
+    diagnostics: Tensor | None = None
 
 
 def _grad(loss: Tensor, inputs: Sequence[Tensor], *, create_graph: bool = False,
@@ -86,11 +90,6 @@ def _grad(loss: Tensor, inputs: Sequence[Tensor], *, create_graph: bool = False,
     return list(torch.autograd.grad(loss, list(inputs), create_graph=create_graph,
                                     retain_graph=retain_graph, allow_unused=True,
                                     materialize_grads=True))
-
-
-def _upcast(logits: Tensor) -> Tensor:
-    """Half-precision logits (autocast) to float32 for the loss; float32/64 stay as they are."""
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 class Architect:
@@ -113,6 +112,12 @@ class Architect:
             ARNAS: 0.01). ReLU and max-pool make the alpha gradient piecewise smooth in the
             weights, so at this radius the product carries the error of the kinks it crosses;
             ``order="exact"`` has none.
+        diagnostics: measure, at every :meth:`step`, gamma, the hypergradient norms, their
+            cosine and the descent check (:mod:`arnas_ray.search.diagnostics`; a few tensor
+            ops on the alphas, no host sync) into ``ArchStats.diagnostics``.
+
+    Attributes:
+        last_stats: the :class:`ArchStats` of the most recent :meth:`step` (None before).
 
     Example:
         >>> from arnas_ray.space import Layout, Supernet
@@ -130,7 +135,7 @@ class Architect:
                  betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3,
                  w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  autocast: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
-                 fd_radius: float = FD_RADIUS):
+                 fd_radius: float = FD_RADIUS, diagnostics: bool = True):
         check_choice(order, ORDERS, "order")
         check_choice(strategy, STRATEGIES, "strategy")
         check_choice(normalization, NORMALIZATIONS, "normalization")
@@ -142,6 +147,8 @@ class Architect:
         if not fd_radius > 0:
             raise ValueError(f"`fd_radius > 0` must hold, but got fd_radius={fd_radius!r}")
         self.fd_radius = fd_radius
+        self.diagnostics = diagnostics
+        self.last_stats: ArchStats | None = None
         named = list(model.named_parameters())
         self.alpha_names = [n for n, _ in named if n.startswith(ALPHA_PREFIX)]
         self.alphas = [p for n, p in named if n.startswith(ALPHA_PREFIX)]
@@ -161,13 +168,18 @@ class Architect:
         params = dict(zip(self.weight_names, weights))
         params.update(zip(self.alpha_names, alphas))
         params.update(buffers)
-        use_amp = amp and self._autocast is not None
-        ctx = self._autocast() if use_amp else contextlib.nullcontext()
-        with ctx:
+        ctx = self._autocast() if amp and self._autocast is not None else contextlib.nullcontext()
+        with ctx, frozen_running_stats():  # these passes never move the model's running statistics
             logits = functional_call(self.model, params, (x,))
         return F.cross_entropy(_upcast(logits), y)
 
     def _buffers(self) -> dict[str, Tensor]:
+        """Buffers substituted in the functional passes: none (the model's own, left unchanged)
+        when the model runs them without touching its running statistics
+        (``running_stats_freezable``: a fused supernet under ``frozen_running_stats``), copies
+        otherwise (plain batch-norm modules update theirs in training mode)."""
+        if getattr(self.model, "running_stats_freezable", False):
+            return {}
         return {n: b.clone() for n, b in self.model.named_buffers()}
 
     def objectives(self, strategy: str | None = None) -> tuple[bool, bool]:
@@ -180,8 +192,6 @@ class Architect:
         if strategy == "fixed":
             return self.fixed_weights[0] > 0, self.fixed_weights[1] > 0
         return True, True
-
-    _objectives = objectives  # backwards-compatible private name
 
     def _momentum(self, w_optimizer: torch.optim.Optimizer | None) -> Grads:
         """``mu * buf`` of the weight optimiser (zeros before its first step)."""
@@ -236,37 +246,51 @@ class Architect:
             (batch.x_val, 1.0) if want_nat else None,
             (batch.x_val_adv, self.adv_coef) if want_adv else None,  # type: ignore[list-item]
         ]
-        alphas = self.alphas
+        per_order = {"first": self._first_order, "exact": self._exact_order, "second": self._second_order}
+        return per_order[self.order](objectives, batch, eta, w_optimizer)
+
+    def _first_order(self, objectives: Sequence[tuple[Tensor, float] | None], batch: ArchBatch, eta: float,
+                     w_optimizer: torch.optim.Optimizer | None) -> tuple[list[Grads | None], list[Tensor | None]]:
+        """``d_a L_val(w, a)`` at the current weights."""
         buffers = self._buffers()
+        w = [p.detach() for p in self.weights]
         us: list[Grads | None] = [None, None]
         losses: list[Tensor | None] = [None, None]
+        for i, obj in enumerate(objectives):
+            if obj is not None:
+                loss = self._loss(w, self.alphas, obj[0], batch.y_val, buffers) * obj[1]
+                us[i], losses[i] = _grad(loss, self.alphas), loss.detach()
+        return us, losses
 
-        if self.order == "first":
-            w = [p.detach() for p in self.weights]
-            for i, obj in enumerate(objectives):
-                if obj is not None:
-                    loss = self._loss(w, alphas, obj[0], batch.y_val, buffers) * obj[1]
-                    us[i], losses[i] = _grad(loss, alphas), loss.detach()
-            return us, losses
+    def _exact_order(self, objectives: Sequence[tuple[Tensor, float] | None], batch: ArchBatch, eta: float,
+                     w_optimizer: torch.optim.Optimizer | None) -> tuple[list[Grads | None], list[Tensor | None]]:
+        """``d_a L_val(w'(a), a)`` by double backward through the unrolled step."""
+        alphas, buffers = self.alphas, self._buffers()
+        w_leaf = [p.detach().requires_grad_(True) for p in self.weights]
+        loss_tr = self._loss(w_leaf, alphas, batch.x_train, batch.y_train, buffers)
+        g_w = _grad(loss_tr, w_leaf, create_graph=True)  # depends on the alphas
+        moment = self._momentum(w_optimizer)
+        unrolled = [p.detach() - eta * (m + (g + self.w_weight_decay * p.detach()))
+                    for p, m, g in zip(w_leaf, moment, g_w)]
+        us: list[Grads | None] = [None, None]
+        losses: list[Tensor | None] = [None, None]
+        for i, obj in enumerate(objectives):
+            if obj is not None:
+                loss = self._loss(unrolled, alphas, obj[0], batch.y_val, buffers) * obj[1]
+                us[i], losses[i] = _grad(loss, alphas, retain_graph=True), loss.detach()
+        return us, losses
 
-        if self.order == "exact":
-            w_leaf = [p.detach().requires_grad_(True) for p in self.weights]
-            loss_tr = self._loss(w_leaf, alphas, batch.x_train, batch.y_train, buffers)
-            g_w = _grad(loss_tr, w_leaf, create_graph=True)  # depends on the alphas
-            moment = self._momentum(w_optimizer)
-            unrolled = [p.detach() - eta * (m + (g + self.w_weight_decay * p.detach()))
-                        for p, m, g in zip(w_leaf, moment, g_w)]
-            for i, obj in enumerate(objectives):
-                if obj is not None:
-                    loss = self._loss(unrolled, alphas, obj[0], batch.y_val, buffers) * obj[1]
-                    us[i], losses[i] = _grad(loss, alphas, retain_graph=True), loss.detach()
-            return us, losses
-
-        # second order: the unrolled weights, once for both objectives
+    def _second_order(self, objectives: Sequence[tuple[Tensor, float] | None], batch: ArchBatch, eta: float,
+                      w_optimizer: torch.optim.Optimizer | None) -> tuple[list[Grads | None], list[Tensor | None]]:
+        """DARTS: ``d_a L_val(w') - eta * (finite-difference Hessian-vector product)``; the
+        unrolled weights once for both objectives."""
+        alphas, buffers = self.alphas, self._buffers()
         unrolled = [p.requires_grad_(True) for p in self.unrolled_weights(
             batch, eta=eta, w_optimizer=w_optimizer, buffers=buffers)]
         n_a = len(alphas)
         w = [p.detach() for p in self.weights]
+        us: list[Grads | None] = [None, None]
+        losses: list[Tensor | None] = [None, None]
         for i, obj in enumerate(objectives):
             if obj is None:
                 continue
@@ -309,7 +333,7 @@ class Architect:
         ref = self.alphas[0]
         if strategy == "fixed":
             a, b = self.fixed_weights
-            gamma = ref.new_tensor(a / (a + b))
+            gamma = torch.full((), a / (a + b), dtype=ref.dtype, device=ref.device)  # no host copy
             if u_adv is None:
                 return [a * g for g in u_nat], gamma  # type: ignore[union-attr]
             if u_nat is None:
@@ -338,7 +362,8 @@ class Architect:
             strategy: overrides the architect's strategy for this step.
 
         Returns:
-            gamma, the objective values and the update's norm, as 0-d tensors.
+            gamma, the objective values and the update's norm, as 0-d tensors, and (with
+            ``diagnostics``) the step's diagnostics vector; also kept as :attr:`last_stats`.
         """
         strategy = strategy or self.strategy
         us, losses = self.hypergradients(batch, eta=eta, w_optimizer=w_optimizer, strategy=strategy)
@@ -348,4 +373,7 @@ class Architect:
             p.grad = g.detach().to(p.dtype)
         self.optimizer.step()
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([g.detach() for g in direction])))
-        return ArchStats(gamma=gamma.detach(), loss_nat=losses[0], loss_adv=losses[1], grad_norm=norm)
+        diag = step_vector(us[0], us[1], direction, gamma, losses, self.alphas) if self.diagnostics else None
+        self.last_stats = ArchStats(gamma=gamma.detach(), loss_nat=losses[0], loss_adv=losses[1], grad_norm=norm,
+                                    diagnostics=diag)
+        return self.last_stats

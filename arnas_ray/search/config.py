@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from arnas_ray._config import check, check_choice, from_dict, to_dict
 from arnas_ray.attacks import AttackSpec
 from arnas_ray.errors import SpecError
+from arnas_ray.search.mgda import NORMALIZATIONS
 from arnas_ray.space.layout import Layout
 from arnas_ray.space.ops import DARTS_PRIMITIVES, PRIMITIVES
 
@@ -15,7 +17,6 @@ __all__ = ["AMP_MODES", "NORMALIZATIONS", "ORDERS", "PRIMITIVE_SETS", "STRATEGIE
 
 ORDERS: tuple[str, ...] = ("first", "second", "exact")
 STRATEGIES: tuple[str, ...] = ("mgda", "fixed", "natural", "adversarial")
-NORMALIZATIONS: tuple[str, ...] = ("none", "l2", "loss", "loss+")
 AMP_MODES: tuple[str, ...] = ("off", "bf16")
 PRIMITIVE_SETS: dict[str, tuple[str, ...]] = {"arnas": PRIMITIVES, "darts": DARTS_PRIMITIVES}
 
@@ -42,6 +43,11 @@ class SearchConfig:
             ``natural`` or ``adversarial`` (one objective).
         adv_coef: scale of the adversarial objective before combination (ARNAS: 0.1).
         warmup_adv_epochs: adversarial-only architecture updates for the first epochs.
+        fd_radius: ``r * ||v||`` of the ``second``-order finite-difference Hessian-vector
+            product (DARTS, ARNAS: 0.01); ``benchmarks/hypergrad.py`` measures its error.
+        diagnostics: record, per architecture step, gamma, the hypergradient norms, their
+            cosine and the descent check (``SearchResult.steps``, ``steps.jsonl``) and their
+            per-epoch summaries in the metrics (:mod:`arnas_ray._diagnostics`); off: only gamma.
         steps_per_epoch: cap on search steps per epoch (``None``: a full pass).
         eval_samples: held-out examples for the per-epoch natural / PGD-10 accuracy.
         pair_attacks: run the step's two PGD attacks (training and validation batch) as one
@@ -78,6 +84,8 @@ class SearchConfig:
     adv_coef: float = 0.1
     normalization: str = "none"
     warmup_adv_epochs: int = 0
+    fd_radius: float = 0.01
+    diagnostics: bool = True
     attack: AttackSpec = field(default_factory=_pgd7)
     eval_attack_steps: int = 10
     eval_samples: int = 500
@@ -110,6 +118,7 @@ class SearchConfig:
         check(0.0 < self.train_portion < 1.0, "train_portion", "0 < train_portion < 1", self.train_portion)
         for name in ("lr", "arch_lr"):
             check(getattr(self, name) > 0, name, f"{name} > 0", getattr(self, name))
+        check(0 < self.fd_radius < math.inf, "fd_radius", "0 < fd_radius < inf", self.fd_radius)
         for name in ("lr_min", "weight_decay", "arch_weight_decay", "adv_coef", "grad_clip"):
             check(getattr(self, name) >= 0, name, f"{name} >= 0", getattr(self, name))
         check(0.0 <= self.momentum < 1.0, "momentum", "0 <= momentum < 1", self.momentum)
@@ -152,4 +161,5 @@ class SearchConfig:
         return from_dict(cls, data, path=path)
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        out: dict[str, Any] = to_dict(self)
+        return out

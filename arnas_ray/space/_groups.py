@@ -19,12 +19,14 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["apply_updates", "bn", "bn_groups", "channels_last", "conv", "deferred_updates", "gcat", "rep"]
+__all__ = ["Token", "apply_updates", "bn", "bn_groups", "bn_slots", "channels_last", "conv", "deferred_updates",
+           "frozen_updates", "gcat", "rep"]
 
 
 def rep(t: Tensor, g: int) -> Tensor:
@@ -35,25 +37,32 @@ def rep(t: Tensor, g: int) -> Tensor:
 def conv(m: nn.Conv2d, x: Tensor, g: int) -> Tensor:
     """``m(x)`` on each of ``g`` channel blocks (no bias: the supernet's convs have none)."""
     if g == 1:
-        return m(x)
+        out: Tensor = m(x)
+        return out
     return F.conv2d(x, rep(m.weight, g), None, m.stride, m.padding, m.dilation, m.groups * g)
 
 
 def bn(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None) -> Tensor:
     """``m(x)`` (optionally with a per-channel ``weight`` in place of the affine one, no shift
-    then) on each of ``g`` channel blocks; ``g > 1`` needs training mode (batch statistics)."""
-    if g == 1 and weight is None:
-        return m(x)
-    if g == 1:
-        training = m.training or not m.track_running_stats
-        if m.training and m.num_batches_tracked is not None:
-            m.num_batches_tracked.add_(1)
-        momentum = m.momentum if m.momentum is not None else 0.1
-        return F.batch_norm(x, m.running_mean, m.running_var, weight, None, training, momentum, m.eps)
+    then) on each of ``g`` channel blocks; ``g > 1`` needs training mode (batch statistics).
+    In training mode the running statistics are updated through :func:`bn_groups` (deferred
+    inside :func:`deferred_updates`)."""
+    if not m.training:
+        if g != 1:
+            raise RuntimeError("grouped passes need batch statistics: put the model in training mode")
+        return m(x) if weight is None else F.batch_norm(x, m.running_mean, m.running_var, weight, None,
+                                                        not m.track_running_stats, 0.0, m.eps)
     return bn_groups(m, x, g, weight)[0]
 
 
-Token = tuple  # (batch mean [g*C], batch inverse std [g*C], elements per channel n, groups g)
+class Token(NamedTuple):
+    """The batch statistics of one training-mode batch-norm call, for running-statistic updates."""
+
+    mean: Tensor  # [g * P * C] batch means, channel layout (g, p, c)
+    invstd: Tensor  # [g * P * C] batch inverse standard deviations
+    n: int  # elements per channel (N * H * W)
+    g: int  # batch blocks stacked along the channels
+    slots: int  # P: channel blocks of C that feed different modules
 
 
 def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None) -> tuple[Tensor, Token | None]:
@@ -65,6 +74,8 @@ def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None
     fed the same input the same updates (None without running statistics)."""
     if not m.training:
         raise RuntimeError("grouped passes need batch statistics: put the model in training mode")
+    w: Tensor | None
+    b: Tensor | None
     if weight is None and m.affine:
         w, b = rep(m.weight, g), rep(m.bias, g)
     else:
@@ -72,18 +83,37 @@ def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None
     if not (m.track_running_stats and m.running_mean is not None and m.running_var is not None):
         return F.batch_norm(x, None, None, w, b, True, 0.0, m.eps), None
     out, mean, invstd = torch.native_batch_norm(x, w, b, None, None, True, 0.0, m.eps)
-    token = (mean.detach(), invstd.detach(), x.numel() // x.shape[1], g)
+    token = Token(mean.detach(), invstd.detach(), x.numel() // x.shape[1], g, 1)
     apply_updates(m, token)
     return out, token
 
 
-_PENDING: contextvars.ContextVar[list | None] = contextvars.ContextVar("arnas_ray_bn_updates", default=None)
+def bn_slots(x: Tensor, slots: Sequence[Sequence[nn.BatchNorm2d]], g: int,
+             weight: Tensor | None = None) -> Tensor:
+    """One training-mode batch norm of ``x`` ``[N, g*P*C, H, W]`` (channel layout ``(g, p, c)``)
+    standing for the non-affine batch norms of ``P`` channel blocks: every module in
+    ``slots[p]`` gets the running-statistic updates of block ``p`` (one per batch block, as
+    ``g`` separate passes would), as with :func:`bn_groups`. ``weight`` (``[g*P*C]``) scales the
+    output per channel (no shift). The modules share ``eps`` (the supernet's all have the default)."""
+    first = slots[0][0]
+    if not first.training:
+        raise RuntimeError("fused batch norms need batch statistics: put the model in training mode")
+    out, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, first.eps)
+    token = Token(mean, invstd, x.numel() // x.shape[1], g, len(slots))  # statistics are not differentiable
+    for p, modules in enumerate(slots):
+        for m in modules:
+            apply_updates(m, token, p)
+    return out
+
+
+_Entry = tuple[nn.BatchNorm2d, Token, int]  # (module, token, slot) of one recorded update
+_PENDING: contextvars.ContextVar[list[_Entry] | None] = contextvars.ContextVar("arnas_ray_bn_updates", default=None)
 
 
 @contextlib.contextmanager
 def deferred_updates() -> Iterator[None]:
-    """Collect the running-statistic updates recorded by :func:`bn_groups` and
-    :func:`apply_updates` and apply them all at the end, vectorised (hundreds of tiny
+    """Collect the running-statistic updates recorded by :func:`bn_groups`, :func:`bn_slots`
+    and :func:`apply_updates` and apply them all at the end, vectorised (hundreds of tiny
     per-module updates cost more than a grouped pass saves)."""
     token = _PENDING.set([])
     try:
@@ -94,66 +124,152 @@ def deferred_updates() -> Iterator[None]:
         _flush(pending or [])
 
 
-def apply_updates(m: nn.BatchNorm2d, token: Token | None) -> None:
-    """Give ``m`` the block-wise running-statistic updates recorded in ``token`` (see
-    :func:`bn_groups`), now or at the end of the enclosing :func:`deferred_updates`."""
-    if token is None or m.running_mean is None or m.running_var is None:
+_FROZEN: contextvars.ContextVar[bool] = contextvars.ContextVar("arnas_ray_bn_frozen", default=False)
+
+
+@contextlib.contextmanager
+def frozen_updates() -> Iterator[None]:
+    """Inside, :func:`apply_updates` (so :func:`bn`, :func:`bn_groups` and :func:`bn_slots`)
+    leaves every running statistic as it is: for passes whose statistics are thrown away."""
+    token = _FROZEN.set(True)
+    try:
+        yield
+    finally:
+        _FROZEN.reset(token)
+
+
+def apply_updates(m: nn.BatchNorm2d, token: Token | None, slot: int = 0) -> None:
+    """Give ``m`` the block-wise running-statistic updates of channel block ``slot`` recorded in
+    ``token`` (see :func:`bn_groups`), now or at the end of the enclosing :func:`deferred_updates`."""
+    if token is None or m.running_mean is None or m.running_var is None or _FROZEN.get():
         return
     pending = _PENDING.get()
     if pending is None:
-        _flush([(m, token)])
+        _flush([(m, token, slot)])
     else:
-        pending.append((m, token))
+        pending.append((m, token, slot))
 
 
-@functools.lru_cache(maxsize=16)
-def _layout(g: int, mom: float, sizes: tuple[int, ...], ns: tuple[int, ...], dtype: torch.dtype,
-            device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Per element of the concatenated ``[g*C]`` statistics: the update coefficient
-    ``mom * (1-mom)^(g-1-k)``, the unbiasing factor ``n / (n-1)`` and the index of the
-    running-statistic element it updates (the same for every pass of one model)."""
+@functools.lru_cache(maxsize=32)
+def _layout(g: int, mom: float, tokens: tuple[tuple[int, int, int], ...], entries: tuple[tuple[int, int, int], ...],
+            dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For ``tokens`` ``(size, slots, n)`` concatenated and ``entries`` ``(token, slot, C)`` (one
+    per module, modules concatenated): per updated element, the index of its statistic in the
+    concatenated tokens, the update coefficient ``mom * (1-mom)^(g-1-k)``, the unbiasing factor
+    ``n / (n-1)`` and the index of the running-statistic element it updates (the same for
+    every pass of one model, hence cached)."""
     keep = 1.0 - mom
+    starts = [0]
+    for size, _, _ in tokens:
+        starts.append(starts[-1] + size)
+    gather: list[int] = []
     coef: list[float] = []
     unbias: list[float] = []
     index: list[int] = []
     offset = 0
-    for c, n in zip(sizes, ns):
+    for t, slot, c in entries:
+        _, slots, n = tokens[t]
         for k in range(g):
+            base = starts[t] + (k * slots + slot) * c
+            gather += range(base, base + c)
             coef += [mom * keep ** (g - 1 - k)] * c
             index += range(offset, offset + c)
         unbias += [n / max(n - 1, 1)] * (g * c)
         offset += c
-    return (torch.tensor(coef, dtype=dtype, device=device), torch.tensor(unbias, dtype=dtype, device=device),
-            torch.tensor(index, device=device))
+    return (torch.tensor(gather, device=device), torch.tensor(coef, dtype=dtype, device=device),
+            torch.tensor(unbias, dtype=dtype, device=device), torch.tensor(index, device=device))
+
+
+class _FlatStats:
+    """The running statistics of a fixed list of batch norms as views of three flat tensors,
+    so that a pass's updates are a few vectorised ops instead of three per module (CPU
+    ``_foreach`` ops loop over their tensors). The views replace the modules' buffers (same
+    values, names and state dict); a module whose buffers were replaced since (``.to()``,
+    ``.double()``) makes :func:`_flat_stats` build a new one."""
+
+    def __init__(self, modules: list[nn.BatchNorm2d]):
+        self.modules = modules
+        sizes = [m.running_mean.numel() for m in modules]  # type: ignore[union-attr]
+        with torch.no_grad():
+            self.mean = torch.cat([m.running_mean for m in modules])  # type: ignore[misc]
+            self.var = torch.cat([m.running_var for m in modules])  # type: ignore[misc]
+            self.count = torch.stack([m.num_batches_tracked for m in modules])  # type: ignore[misc]
+        for m, a, b, c in zip(modules, torch.split(self.mean, sizes), torch.split(self.var, sizes), self.count.unbind()):
+            m.running_mean, m.running_var, m.num_batches_tracked = a, b, c
+        self.views = [(m.running_mean, m.running_var, m.num_batches_tracked) for m in modules]
+
+    def valid(self) -> bool:
+        return all(m.running_mean is a and m.running_var is b and m.num_batches_tracked is c
+                   for m, (a, b, c) in zip(self.modules, self.views))
+
+
+_FLATS: dict[tuple[int, ...], _FlatStats] = {}
+
+
+def _flat_stats(modules: list[nn.BatchNorm2d]) -> _FlatStats | None:
+    """The flat running statistics of ``modules`` (None where they cannot share one: repeated
+    modules, mixed dtypes or devices, no batch counter)."""
+    key = tuple(id(m) for m in modules)
+    flat = _FLATS.get(key)
+    if flat is not None and flat.valid():
+        return flat
+    if len(set(key)) != len(key) or any(m.num_batches_tracked is None for m in modules):
+        return None
+    if len({(m.running_mean.dtype, m.running_mean.device) for m in modules}) != 1:  # type: ignore[union-attr]
+        return None
+    if len(_FLATS) >= 4:  # a few models at a time (the search's one); forget the oldest
+        del _FLATS[next(iter(_FLATS))]
+    flat = _FLATS[key] = _FlatStats(modules)
+    return flat
 
 
 @torch.no_grad()
-def _flush(entries: list) -> None:
-    """For every (module, token): ``g`` batch-norm updates in block order,
+def _flush(entries: list[_Entry]) -> None:
+    """For every (module, token, slot): ``g`` batch-norm updates in block order,
     ``r <- (1-mom)^g r + mom * sum_k (1-mom)^(g-1-k) stat_k``, with the batch mean and the
-    unbiased batch variance as statistics, computed for all modules at once."""
+    unbiased batch variance of the slot's channels as statistics, computed for all modules at once."""
     if not entries:
         return
-    groups: dict[tuple[float, float, int], list] = {}
-    for m, tok in entries:
+    groups: dict[tuple[float, float, int], list[_Entry]] = {}
+    for m, tok, slot in entries:
         mom = m.momentum if m.momentum is not None else 0.1
-        groups.setdefault((mom, m.eps, tok[3]), []).append((m, tok))
+        groups.setdefault((mom, m.eps, tok.g), []).append((m, tok, slot))
     for (mom, eps, g), items in groups.items():
-        keep = 1.0 - mom
-        sizes = tuple(m.running_mean.numel() for m, _ in items)
-        mean = torch.cat([tok[0] for _, tok in items])
-        coef_t, unbias_t, idx = _layout(g, mom, sizes, tuple(tok[2] for _, tok in items), mean.dtype, mean.device)
-        var = (torch.cat([tok[1] for _, tok in items]).pow(-2) - eps) * unbias_t
-        targets = [(m.running_mean.data, m.running_var.data) for m, _ in items]  # .data: see below
-        for j, stat in enumerate((mean, var)):
-            old = torch.cat([t[j] for t in targets])
-            new = (old * keep**g).index_add_(0, idx, (stat * coef_t).to(old.dtype))
-            # written through .data, as batch norm's own kernels write them: no version bump, so
-            # graphs of earlier passes that saved these buffers stay valid
-            torch._foreach_copy_([t[j] for t in targets], list(new.split(sizes)))
-        counters = [m.num_batches_tracked for m, _ in items if m.num_batches_tracked is not None]
-        if counters:
-            torch._foreach_add_(counters, g)
+        position: dict[int, int] = {}
+        tokens: list[Token] = []
+        for _, tok, _ in items:
+            if id(tok) not in position:
+                position[id(tok)] = len(tokens)
+                tokens.append(tok)
+        sizes = tuple(cast(Tensor, m.running_mean).numel() for m, _, _ in items)  # recorded: not None
+        key_t = tuple((t.mean.numel(), t.slots, t.n) for t in tokens)
+        key_e = tuple((position[id(tok)], slot, c) for (_, tok, slot), c in zip(items, sizes))
+        mean_all = torch.cat([t.mean for t in tokens])
+        gather, coef_t, unbias_t, idx = _layout(g, mom, key_t, key_e, mean_all.dtype, mean_all.device)
+        mean = mean_all.index_select(0, gather)
+        var = (torch.cat([t.invstd for t in tokens]).index_select(0, gather).pow(-2) - eps) * unbias_t
+        _write([m for m, _, _ in items], sizes, (mean * coef_t, var * coef_t), idx, (1.0 - mom) ** g, g)
+
+
+def _write(modules: list[nn.BatchNorm2d], sizes: tuple[int, ...], increments: tuple[Tensor, Tensor], idx: Tensor,
+           decay: float, g: int) -> None:
+    """``r <- decay * r + increments`` (scattered by ``idx``) for the running means and variances
+    of ``modules``, and ``g`` more batches counted. Written through ``.data``, as batch norm's
+    own kernels write them: no version bump, so graphs of earlier passes that saved these
+    buffers stay valid."""
+    flat = _flat_stats(modules)
+    if flat is not None:
+        for target, inc in zip((flat.mean, flat.var), increments):
+            target.data.mul_(decay).index_add_(0, idx, inc.to(target.dtype))
+        flat.count.data.add_(g)
+        return
+    for j, inc in enumerate(increments):
+        tensors = [(m.running_mean if j == 0 else m.running_var).data for m in modules]  # type: ignore[union-attr]
+        new = (torch.cat(tensors) * decay).index_add_(0, idx, inc.to(tensors[0].dtype))
+        torch._foreach_copy_(tensors, list(torch.split(new, list(sizes))))
+    counters = [m.num_batches_tracked for m in modules if m.num_batches_tracked is not None]
+    if counters:
+        torch._foreach_add_(counters, g)
 
 
 def channels_last(t: Tensor) -> bool:
@@ -167,6 +283,6 @@ def gcat(ts: Sequence[Tensor], g: int) -> Tensor:
     if g == 1:
         return torch.cat(list(ts), dim=1)
     if all(channels_last(t) for t in ts):  # [N, H, W, g, C_k] rows: concatenate the last axis
-        parts = [t.permute(0, 2, 3, 1).unflatten(3, (g, -1)) for t in ts]
+        parts = [torch.unflatten(t.permute(0, 2, 3, 1), 3, (g, -1)) for t in ts]
         return torch.cat(parts, dim=4).flatten(3).permute(0, 3, 1, 2)
-    return torch.cat([t.unflatten(1, (g, -1)) for t in ts], dim=2).flatten(1, 2)
+    return torch.cat([torch.unflatten(t, 1, (g, -1)) for t in ts], dim=2).flatten(1, 2)

@@ -22,11 +22,16 @@ changes how they are evaluated on one edge:
 Grouping the convolutions of an edge into one grouped convolution was measured too and was
 slower on CPU (the concatenations cost more than the saved kernel launches), so it is not
 used. A test checks outputs, gradients and running statistics against ``MixedOp``.
+
+In a :class:`~arnas_ray.space.supernet.Supernet` this per-edge evaluation serves eval mode;
+in training mode a fused cell evaluates all its edges together across edges
+(:mod:`arnas_ray.space._fused_cell`), reading the same modules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -53,18 +58,18 @@ def _pool_bn(name: str, op: nn.Sequential, x: torch.Tensor, w: torch.Tensor,
              cache: dict[str, object], groups: int = 1) -> torch.Tensor:
     """``w * BN(pool(x))`` with the pooling (and, in training mode, the normalisation) shared
     through ``cache`` by all edges leaving the node ``x``."""
-    pooled = cache.get(name)
+    pooled = cast("torch.Tensor | None", cache.get(name))
     if pooled is None:
         pooled = cache[name] = op[0](x)
-    bn = op[1]
+    bn = cast(nn.BatchNorm2d, op[1])
     if not bn.training:  # eval mode: every edge normalises with its own running statistics
-        return _bn_scaled(pooled, bn, w, groups)  # type: ignore[arg-type]
-    hit = cache.get(name + ".bn")
+        return _bn_scaled(pooled, bn, w, groups)
+    hit = cast("tuple[torch.Tensor, _g.Token | None] | None", cache.get(name + ".bn"))
     if hit is None:  # batch statistics (per channel block); this edge's running statistics updated
-        hit = cache[name + ".bn"] = _g.bn_groups(bn, pooled, groups)  # type: ignore[arg-type]
+        hit = cache[name + ".bn"] = _g.bn_groups(bn, pooled, groups)
     else:  # the same normalised tensor; this edge's running statistics get the same updates
-        _g.apply_updates(bn, hit[1])  # type: ignore[index]
-    return w * hit[0]  # type: ignore[index]
+        _g.apply_updates(bn, hit[1])
+    return w * hit[0]
 
 
 class FusedMixedOp(MixedOp):
@@ -92,14 +97,15 @@ class FusedMixedOp(MixedOp):
             if isinstance(op, SepConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                h = _g.bn(op[3], _g.conv(op[2], dw_conv(op[1], relu_x, g), g), g)
-                h = _g.conv(op[6], dw_conv(op[5], F.relu(h), g), g)
-                t = _bn_scaled(h, op[7], w, g)
+                h = _g.bn(cast(nn.BatchNorm2d, op[3]),
+                          _g.conv(cast(nn.Conv2d, op[2]), dw_conv(cast(nn.Conv2d, op[1]), relu_x, g), g), g)
+                h = _g.conv(cast(nn.Conv2d, op[6]), dw_conv(cast(nn.Conv2d, op[5]), F.relu(h), g), g)
+                t = _bn_scaled(h, cast(nn.BatchNorm2d, op[7]), w, g)
             elif isinstance(op, DilConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                h = _g.conv(op[2], dw_conv(op[1], relu_x, g), g)
-                t = _bn_scaled(h, op[3], w, g)
+                h = _g.conv(cast(nn.Conv2d, op[2]), dw_conv(cast(nn.Conv2d, op[1]), relu_x, g), g)
+                t = _bn_scaled(h, cast(nn.BatchNorm2d, op[3]), w, g)
             elif isinstance(op, nn.Sequential):  # pool -> BN(affine=False)
                 t = _pool_bn(name, op, x, w, cache, g)
             elif isinstance(op, Identity):

@@ -188,9 +188,7 @@ class Layout:
         S = len(self.stages)
         if isinstance(cells, bool) or not isinstance(cells, int) or cells < S:
             raise SpecError("cells", f"`cells >= number of stages ({S})` must hold, but got cells={cells!r}")
-        reductions = self.reduction_indices(cells)
-        if len(set(reductions)) != len(reductions) and S > 1:
-            pass  # consecutive reductions are allowed for tiny L (e.g. L=3)
+        reductions = self.reduction_indices(cells)  # may repeat for tiny L (e.g. L=3): allowed
         out: list[CellPlan] = []
         stage = 0
         for i in range(cells):

@@ -71,7 +71,8 @@ class AuxiliaryHead(nn.Module):
             x = F.avg_pool2d(x, 5, stride=3, padding=0, count_include_pad=False)  # [N, C, 2, 2]
         else:
             x = F.adaptive_avg_pool2d(x, 2)
-        return self.classifier(self.features(x).flatten(1))
+        out: torch.Tensor = self.classifier(self.features(x).flatten(1))
+        return out
 
 
 class Network(nn.Module):
@@ -124,7 +125,7 @@ class Network(nn.Module):
         self.auxiliary_head = AuxiliaryHead(C_aux, num_classes) if auxiliary else None
         self.classifier = nn.Linear(C_p, num_classes)
 
-    def forward(self, x: torch.Tensor, *, with_aux: bool = False):
+    def forward(self, x: torch.Tensor, *, with_aux: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         aux = None
         s0 = s1 = self.stem(x)
         for i, cell in enumerate(self.cells):

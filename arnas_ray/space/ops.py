@@ -113,8 +113,11 @@ class FactorizedReduce(nn.Module):
         The second branch is a stride-2 1x1 conv of the input shifted by one pixel (odd sizes
         padded with zeros); it reads exactly the odd pixels, so it is computed as a stride-1
         1x1 conv of ``x[:, :, 1::2, 1::2]`` (a quarter-size gather instead of copying the
-        whole shifted input)."""
-        a = _g.conv(self.conv_1, x, groups)
+        whole shifted input). The first branch likewise reads the even pixels with a stride-1
+        conv: torch 2.14's CPU backward of a stride-2 1x1 conv on channels_last input with 4 or
+        6 input channels corrupts the heap (``tests/space/test_factorized_reduce_crash.py``)."""
+        even = x[:, :, ::2, ::2]
+        a = F.conv2d(even, _g.rep(self.conv_1.weight, groups), None, 1, 0, 1, groups)
         odd = x[:, :, 1::2, 1::2]
         dh, dw = a.shape[-2] - odd.shape[-2], a.shape[-1] - odd.shape[-1]
         if dh or dw:
@@ -123,7 +126,8 @@ class FactorizedReduce(nn.Module):
         return _g.gcat([a, b], groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.branches(self.relu(x)))
+        out: torch.Tensor = self.bn(self.branches(self.relu(x)))
+        return out
 
 
 def _register(name: str, factory: OpFactory) -> None:
@@ -169,7 +173,7 @@ class MixedOp(nn.Module):
             self._ops.append(op)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        out = None
+        out: torch.Tensor | None = None
         for w, name, op in zip(weights, self.primitives, self._ops):
             if name == "none":
                 continue

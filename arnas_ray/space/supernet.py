@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from arnas_ray.space import _groups as _g
+from arnas_ray.space._fused_cell import CellFusion, preprocess
 from arnas_ray.space._mixed import FUSABLE, FusedMixedOp
 from arnas_ray.space.genotype import Genotype, derive_genotype
 from arnas_ray.space.layout import Layout
 from arnas_ray.space.ops import PRIMITIVES, FactorizedReduce, MixedOp, ReLUConvBN
 
-__all__ = ["Supernet", "stem"]
+__all__ = ["Supernet", "frozen_running_stats", "stem"]
 
 ALPHA_PREFIX = "alphas."
+frozen_running_stats = _g.frozen_updates  # passes inside leave the running statistics of fused batch norms alone
 
 
 def stem(in_channels: int, C_stem: int) -> nn.Sequential:
@@ -41,10 +44,14 @@ class SearchCell(nn.Module):
         self._ops = nn.ModuleList(
             op_cls(C, 2 if reduction and j < 2 else 1, primitives) for i in range(steps) for j in range(2 + i)
         )
+        # training mode, fused: the edges leaving each node computed together (no state of its own)
+        self.fusion = CellFusion(primitives, steps, C, reduction=reduction) if fused else None
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, groups: int = 1) -> torch.Tensor:
         g = groups
-        states = [_preprocess(self.preprocess0, s0, g), _preprocess(self.preprocess1, s1, g)]
+        if self.fusion is not None and self.training:
+            return self.fusion.forward(self, s0, s1, weights, g, self.multiplier)
+        states = [preprocess(self.preprocess0, s0, g), preprocess(self.preprocess1, s1, g)]
         caches: list[dict[str, object]] = [{}, {}]  # per source node, shared by its out-edges (fused ops)
         offset = 0
         for _ in range(self.steps):
@@ -54,17 +61,9 @@ class SearchCell(nn.Module):
                 t = op(h, weights[offset + j], caches[j], g) if self.fused else op(h, weights[offset + j])
                 s = t if s is None else s + t
             offset += len(states)
-            states.append(s)
+            states.append(cast(torch.Tensor, s))  # states is never empty: not None
             caches.append({})
         return _g.gcat(states[-self.multiplier:], g)  # [N, g*multiplier*C, H, W]
-
-
-def _preprocess(m: nn.Module, x: torch.Tensor, g: int) -> torch.Tensor:
-    if g == 1:
-        return m(x)
-    if isinstance(m, FactorizedReduce):
-        return _g.bn(m.bn, m.branches(F.relu(x), g), g)
-    return _g.bn(m[2], _g.conv(m[1], F.relu(x), g), g)  # ReLUConvBN
 
 
 class Supernet(nn.Module):
@@ -80,7 +79,9 @@ class Supernet(nn.Module):
         num_classes: classifier outputs.
         cells: number of cells L (reductions at ``k L // S``).
         primitives: op names, the alpha columns (default: the 7 ARNAS ops).
-        fused: use :class:`FusedMixedOp` (same mathematics, faster) when possible.
+        fused: when the primitives allow it, use :class:`FusedMixedOp` edges and, in training
+            mode, evaluate each cell's edges together across edges
+            (:mod:`arnas_ray.space._fused_cell`); same mathematics and state dict, faster.
 
     Example:
         >>> net = Supernet(Layout.preset("arnas"), C=4, num_classes=10, cells=3)
@@ -117,7 +118,8 @@ class Supernet(nn.Module):
         self._cell_types = [p.cell_type for p in self.plan]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self._features(x, 1))
+        out: torch.Tensor = self.classifier(self._features(x, 1))
+        return out
 
     def forward_groups(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The logits of several same-shaped batches from one pass (training mode only).
@@ -141,16 +143,23 @@ class Supernet(nn.Module):
         if not all(c.fused for c in self.cells):
             raise ValueError("forward_groups needs fused mixed ops (fused=True and fusable primitives)")
         feats = self._features(torch.cat(list(xs), dim=1), g)  # batch i in channel block i
-        return list(self.classifier(feats.unflatten(1, (g, -1))).unbind(1))  # [N, g, C_last] -> logits
+        return list(self.classifier(torch.unflatten(feats, 1, (g, -1))).unbind(1))  # [N, g, C_last] -> logits
 
     def _features(self, x: torch.Tensor, g: int) -> torch.Tensor:
         """Globally pooled features ``[N, g*C_last]`` of ``g`` batches stacked along the channels."""
         weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}  # each [E, K]
         with _g.deferred_updates():  # running-statistic updates of shared BNs, applied at once
-            s0 = s1 = _g.bn(self.stem[1], _g.conv(self.stem[0], x, g), g)
+            s0 = s1 = _g.bn(cast(nn.BatchNorm2d, self.stem[1]), _g.conv(cast(nn.Conv2d, self.stem[0]), x, g), g)
             for cell, ctype in zip(self.cells, self._cell_types):
                 s0, s1 = s1, cell(s0, s1, weights[ctype], g)
         return F.adaptive_avg_pool2d(s1, 1).flatten(1)
+
+    @property
+    def running_stats_freezable(self) -> bool:
+        """Whether :func:`frozen_running_stats` keeps every running statistic of this supernet
+        unchanged in training mode (every cell fused: all its batch norms update through
+        :mod:`arnas_ray.space._groups`; plain ``MixedOp`` batch norms update their own)."""
+        return all(cell.fusion is not None for cell in self.cells)
 
     def arch_parameters(self) -> dict[str, nn.Parameter]:
         """Architecture parameters by cell type name."""

@@ -8,8 +8,10 @@ The spec travels in the job's runtime environment: a temporary ``working_dir`` h
 ``spec.yaml`` (validated here first, so a bad spec is never submitted). With
 ``with_source=True`` the local ``arnas_ray`` package travels too (``py_modules``), for clusters
 whose image has the dependencies (torch, ray, ...) but not this package. The job's driver runs
-on the head node; trials run wherever Tune places them, so ``STORAGE`` must be a directory
-that every node sees at the same path (NFS, EFS, Filestore, a bucket mounted by FUSE).
+on the head node; trials run wherever Tune places them, so ``STORAGE`` must be reachable from
+every node: an object-store URI (``s3://BUCKET/PREFIX``, ``gs://BUCKET/PREFIX``, credentials
+from the nodes' instance profile or service account) or a directory every node sees at the
+same path (NFS, EFS, Filestore).
 
 Token authentication (Ray 2.52+, ``RAY_AUTH_MODE=token``): the dashboard, which serves the
 Jobs API, answers 401 to a request without ``Authorization: Bearer TOKEN`` and 403 to a
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arnas_ray.errors import ArnasError, SpecError
+from arnas_ray.results.rundir import display_location
 from arnas_ray.sweep.spec import SweepSpec
 
 if TYPE_CHECKING:
@@ -50,6 +53,7 @@ __all__ = [
     "JobsError",
     "Submission",
     "connect",
+    "follow_job_logs",
     "job_logs",
     "job_status",
     "resolve_token",
@@ -183,18 +187,26 @@ def connect(address: str | None, *, token: str | None = None,
         raise JobsError(f"cannot reach the Ray Jobs API at {url}: {exc}") from None
 
 
+#: seconds a submitted driver waits for the lease of a previous attempt (a replaced head, a
+#: retried RayJob) to go stale before giving up
+SUBMIT_LEASE_WAIT_S = 120
+
+
 def sweep_entrypoint(storage: str, *, python: str = "python") -> str:
     """The shell command a submitted sweep runs on the head node.
 
-    It starts in the job's working dir (which holds ``spec.yaml``), then moves to
-    ``storage``, so the driver's current directory outlives the working dir: Ray may unpack
-    a runtime-env package again, or garbage-collect it, while a long job runs, and Tune
-    resolves paths against the current directory (``os.path.abspath``) when a stage ends.
+    It starts in the job's working dir (which holds ``spec.yaml``), then moves to a directory
+    that outlives it (``storage`` when local, else the home directory): Ray may unpack a
+    runtime-env package again, or garbage-collect it, while a long job runs, and Tune resolves
+    paths against the current directory (``os.path.abspath``) when a stage ends. The driver
+    waits up to :data:`SUBMIT_LEASE_WAIT_S` for the lease of a previous attempt to go stale,
+    so a retried job takes over the run. It exits 3 when trials failed: the job is FAILED.
     """
     where = shlex.quote(storage)
     python = shlex.quote(python)
-    return (f'SPEC="$PWD/{SPEC_NAME}" && mkdir -p {where} && cd {where} && '
-            f'exec {python} -m arnas_ray sweep run "$SPEC" --address auto --storage {where}')
+    go = f"mkdir -p {where} && cd {where}" if "://" not in storage else 'cd "$HOME"'
+    return (f'SPEC="$PWD/{SPEC_NAME}" && {go} && exec {python} -m arnas_ray sweep run "$SPEC" '
+            f'--address auto --storage {where} --lease-wait {SUBMIT_LEASE_WAIT_S}')
 
 
 def _package_dir() -> Path:
@@ -204,21 +216,29 @@ def _package_dir() -> Path:
 
 
 def runtime_env_for(workdir: str | os.PathLike[str], *, with_source: bool = False,
-                    env_vars: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The job's runtime environment: ``workdir`` (holding ``spec.yaml``) and, optionally,
-    the local ``arnas_ray`` package as a ``py_modules`` entry.
+                    env_vars: Mapping[str, str] | None = None,
+                    base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The job's runtime environment: ``base`` (``--runtime-env-json``), ``workdir`` (holding
+    ``spec.yaml``) and, optionally, the local ``arnas_ray`` package as a ``py_modules`` entry.
 
     Args:
         workdir: Local directory uploaded as the job's ``working_dir``.
         with_source: Also upload the ``arnas_ray`` package this process imports.
-        env_vars: Extra environment variables for the job's driver and trials.
+        env_vars: Extra environment variables for the job's driver and trials (``--env``);
+            they win over the same names in ``base``.
+        base: A runtime environment to extend (``pip``, ``env_vars``, ``py_modules`` ...);
+            its ``working_dir`` is refused, the spec travels in its own.
     """
-    env: dict[str, Any] = {"working_dir": str(workdir)}
+    env: dict[str, Any] = dict(base or {})
+    if "working_dir" in env:
+        raise SpecError("runtime_env_json", "sets working_dir, which the submission uses for the spec; "
+                                            "put files in py_modules instead")
+    env["working_dir"] = str(workdir)
     if with_source:
-        env["py_modules"] = [str(_package_dir())]
-        env["excludes"] = list(_PACKAGE_EXCLUDES)
+        env["py_modules"] = [*env.get("py_modules", []), str(_package_dir())]
+        env["excludes"] = [*env.get("excludes", []), *_PACKAGE_EXCLUDES]
     if env_vars:
-        env["env_vars"] = dict(env_vars)
+        env["env_vars"] = {**dict(env.get("env_vars") or {}), **dict(env_vars)}
     return env
 
 
@@ -226,9 +246,7 @@ def _storage_for(spec: SweepSpec, storage: str | None) -> str:
     value = storage if storage is not None else spec.storage
     field = "storage" if storage is not None else "spec.storage"
     if "://" in value:
-        raise SpecError(field, f"{value!r} is a URI; the pipeline writes its run directory through "
-                               "the file system, so mount the bucket on every node (s3fs, gcsfuse) "
-                               "and give the mount path")
+        return value  # an object store (or file:// URI) every node reaches itself
     if not Path(value).is_absolute():
         raise SpecError(field, f"{value!r} is relative; a submitted job runs in a temporary working "
                                "directory on the head node, so give an absolute path that every node "
@@ -246,19 +264,22 @@ def submit_sweep(
     token_source: str = "the given token",
     submission_id: str | None = None,
     env_vars: Mapping[str, str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> Submission:
     """Submit ``spec`` as a Ray job that runs the whole sweep pipeline on the cluster.
 
     Args:
         spec: The validated sweep.
         address: The Jobs API URL, ``http://HEAD:8265``.
-        storage: Parent of the run directory, an absolute path every node shares (default:
-            ``spec.storage``, which must then be absolute).
+        storage: Parent of the run directory: an object-store URI (``s3://``, ``gs://``) or an
+            absolute path every node shares (default: ``spec.storage``, which must then be
+            one of those).
         with_source: Upload the local ``arnas_ray`` package (``py_modules``).
         token: The cluster's auth token (see :func:`resolve_token`).
         token_source: Where the token came from, for error messages.
         submission_id: A job id to use instead of Ray's generated one.
         env_vars: Extra environment variables for the job.
+        runtime_env: A runtime environment to extend (see :func:`runtime_env_for`).
 
     Returns:
         The :class:`Submission`; its ``job_id`` names the job for :func:`job_status`.
@@ -276,14 +297,17 @@ def submit_sweep(
         try:  # the working dir is zipped and uploaded inside submit_job
             job_id = client.submit_job(
                 entrypoint=entrypoint,
-                runtime_env=runtime_env_for(workdir, with_source=with_source, env_vars=env_vars),
+                runtime_env=runtime_env_for(workdir, with_source=with_source, env_vars=env_vars,
+                                            base=runtime_env),
                 submission_id=submission_id,
                 metadata={"arnas_ray_sweep": spec.name, "storage": store},
             )
         except RuntimeError as exc:
             raise JobsError(f"the Jobs API at {client.get_address()} rejected the submission: "
                             f"{_first_line(exc)}") from None
-    return Submission(job_id, client.get_address(), entrypoint, str(Path(store) / spec.name))
+    return Submission(job_id, client.get_address(), entrypoint, display_location(store, spec.name))
+
+
 
 
 def _first_line(exc: BaseException) -> str:
@@ -328,6 +352,21 @@ def job_logs(address: str | None, job_id: str, *, token: str | None = None,
     """Everything the job's driver wrote to stdout and stderr so far."""
     client = connect(address, token=token, token_source=token_source)
     return str(_job_call(client, job_id, client.get_job_logs))
+
+
+def follow_job_logs(address: str | None, job_id: str, write: Callable[[str], Any], *,
+                    token: str | None = None, token_source: str = "the given token") -> None:
+    """Stream the job's log to ``write`` as it grows, until the job ends (``ray job logs -f``)."""
+    import asyncio
+
+    client = connect(address, token=token, token_source=token_source)
+    _job_call(client, job_id, client.get_job_status)  # an unknown job fails here, clearly
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            write(chunk)
+
+    asyncio.run(tail())
 
 
 def wait_for_job(address: str | None, job_id: str, *, token: str | None = None,

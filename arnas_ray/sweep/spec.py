@@ -34,226 +34,66 @@ from typing import Any
 import yaml
 
 from arnas_ray._config import check, check_choice, from_dict, to_dict
-from arnas_ray.data import DATASETS
 from arnas_ray.errors import SpecError
-from arnas_ray.search.config import STRATEGIES, SearchConfig
-from arnas_ray.space.layout import LAYOUT_PRESETS, Layout
+from arnas_ray.search.config import SearchConfig
+from arnas_ray.space.layout import Layout
+from arnas_ray.sweep.controls import (
+    BaselineSpec,
+    BudgetSpec,
+    OptunaSpec,
+    SamplerSpec,
+    SchedulerSpec,
+    StopSpec,
+    logger_specs,
+)
+from arnas_ray.sweep.spec_parts import (
+    METRICS,
+    DataSpec,
+    EvalSpec,
+    GridSpec,
+    ResourcesSpec,
+    SelectionSpec,
+    TrialPoint,
+    plain,
+    trial_key,
+)
 from arnas_ray.train.config import RetrainConfig
 
 __all__ = [
-    "EVAL_ATTACKS",
+    "DEFINING_FIELDS",
     "METRICS",
+    "SEARCH_ALGORITHMS",
     "DataSpec",
-    "DIVERGE_LR",
     "EvalSpec",
-    "FaultSpec",
     "GridSpec",
-    "OptunaSpec",
     "ResourcesSpec",
     "SelectionSpec",
     "SweepSpec",
     "TrialPoint",
     "load_spec",
+    "spec_from_yaml",
 ]
 
-EVAL_ATTACKS: tuple[str, ...] = ("natural", "fgsm", "pgd20", "pgd100", "aa")
-#: objectives the selection may use: search-stage metrics and table columns
-METRICS: tuple[str, ...] = ("nat_acc", "pgd_acc", "params", "flops")
-SEARCH_ALGORITHMS: tuple[str, ...] = ("grid", "optuna")
+SEARCH_ALGORITHMS: tuple[str, ...] = ("grid", "random", "optuna")
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-_DATASETS_NEED_ROOT = ("cifar10", "cifar100", "svhn", "tinyimagenet")
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    name: str = "digits"
-    root: str | None = None
-    image_size: int | None = None
-    val_fraction: float = 0.1
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        check_choice(self.name, tuple(DATASETS), "name")
-        if self.name in _DATASETS_NEED_ROOT:
-            if self.root is None:
-                raise SpecError("root", f"data set {self.name!r} is read from a local root; set dataset.root")
-            if "://" not in self.root and not Path(self.root).exists():
-                raise SpecError("root", f"data set root {self.root!r} does not exist")
-        if self.image_size is not None:
-            check(4 <= self.image_size <= 512, "image_size", "4 <= image_size <= 512", self.image_size)
-        check(0.0 < self.val_fraction < 1.0, "val_fraction", "0 < val_fraction < 1", self.val_fraction)
-        if self.limit is not None:
-            check(self.limit > 0, "limit", "limit > 0", self.limit)
-
-    def load(self, *, augment: bool = True, cutout: int = 0, seed: int = 0):
-        from arnas_ray.data import load_dataset
-
-        return load_dataset(self.name, root=self.root, image_size=self.image_size, augment=augment,
-                            cutout=cutout, val_fraction=self.val_fraction, seed=seed, limit=self.limit)
-
-
-@dataclass(frozen=True)
-class GridSpec:
-    """The grid: every combination of placement x channel_ratios x strategy x seed is a trial.
-
-    ``placement`` items are preset names or explicit layouts ``{placement: [...],
-    channel_ratios: [...]}``; ``channel_ratios`` items are lists (or ``null`` = the preset's).
-    """
-
-    placement: tuple[Any, ...] = ("arnas",)
-    channel_ratios: tuple[tuple[float, ...] | None, ...] = (None,)
-    equal_width: bool = False
-    strategy: tuple[str, ...] = ("mgda",)
-    seed: tuple[int, ...] = (2,)
-
-    def __post_init__(self) -> None:
-        for name in ("placement", "channel_ratios", "strategy", "seed"):
-            if len(getattr(self, name)) == 0:
-                raise SpecError(name, "needs at least one value, got []")
-        for i, p in enumerate(self.placement):
-            if isinstance(p, str):
-                if p not in LAYOUT_PRESETS:
-                    raise SpecError(f"placement[{i}]", f"unknown placement {p!r}; valid presets: "
-                                                       f"{sorted(LAYOUT_PRESETS)} or an explicit mapping")
-            elif isinstance(p, Mapping):
-                try:
-                    Layout.from_spec(p)
-                except SpecError as exc:
-                    raise SpecError(f"placement[{i}].{exc.field}", exc.message) from None
-            else:
-                raise SpecError(f"placement[{i}]", f"expected a preset name or a mapping, got {p!r}")
-        for i, s in enumerate(self.strategy):
-            check_choice(s, STRATEGIES, f"strategy[{i}]")
-        for i, r in enumerate(self.channel_ratios):
-            if r is None:
-                continue
-            if not r:
-                raise SpecError(f"channel_ratios[{i}]", "needs one ratio per stage, got []")
-            for j, v in enumerate(r):
-                check(0 < v <= 64, f"channel_ratios[{i}][{j}]", "0 < ratio <= 64", v)
-            for k, p in enumerate(self.placement):  # one ratio per stage of every placement
-                try:
-                    Layout.from_spec(p, r)
-                except SpecError as exc:
-                    raise SpecError(f"channel_ratios[{i}]", f"{exc.message} (with placement[{k}] "
-                                                            f"{_plain(p)!r})") from None
-        if len(set(self.seed)) != len(self.seed):
-            raise SpecError("seed", f"repeats a seed: {list(self.seed)}")
-
-
-@dataclass(frozen=True)
-class OptunaSpec:
-    """NSGA-II over categorical placements and continuous stage ratios (the first stage is 1)."""
-
-    num_samples: int = 8
-    placements: tuple[str, ...] = ("arnas", "robust-first", "all-accurate", "all-robust")
-    ratio_low: float = 0.5
-    ratio_high: float = 4.0
-    population_size: int = 4
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check(self.num_samples > 0, "num_samples", "num_samples > 0", self.num_samples)
-        check(self.population_size >= 2, "population_size", "population_size >= 2", self.population_size)
-        check(0 < self.ratio_low < self.ratio_high <= 64, "ratio_low", "0 < ratio_low < ratio_high <= 64",
-              (self.ratio_low, self.ratio_high))
-        if not self.placements:
-            raise SpecError("placements", "needs at least one preset, got []")
-        for i, p in enumerate(self.placements):
-            check_choice(p, tuple(LAYOUT_PRESETS), f"placements[{i}]")
-
-
-@dataclass(frozen=True)
-class ResourcesSpec:
-    """Per trial: CPUs and a (fractional) GPU share; 0.25 packs four search trials per GPU."""
-
-    cpu: float = 1.0
-    gpu: float = 0.0
-
-    def __post_init__(self) -> None:
-        check(self.cpu > 0, "cpu", "cpu > 0", self.cpu)
-        check(0 <= self.gpu <= 1 or float(self.gpu).is_integer(), "gpu",
-              "0 <= gpu <= 1 (a fraction) or a whole number of GPUs", self.gpu)
-        check(self.gpu >= 0, "gpu", "gpu >= 0", self.gpu)
-
-
-@dataclass(frozen=True)
-class SelectionSpec:
-    objectives: dict[str, str] = field(default_factory=lambda: {"nat_acc": "max", "pgd_acc": "max"})
-    top_k: int = 3
-
-    def __post_init__(self) -> None:
-        if not self.objectives:
-            raise SpecError("objectives", "needs at least one objective, got {}")
-        for name, direction in self.objectives.items():
-            check_choice(name, METRICS, f"objectives.{name}" if name in METRICS else "objectives")
-            check_choice(direction, ("max", "min"), f"objectives.{name}")
-        check(self.top_k > 0, "top_k", "top_k > 0", self.top_k)
-
-
-@dataclass(frozen=True)
-class EvalSpec:
-    attacks: tuple[str, ...] = ("natural", "fgsm", "pgd20", "pgd100")
-    aa_subset: int | None = None
-    limit: int | None = None
-    batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        if not self.attacks:
-            raise SpecError("attacks", "needs at least one attack, got []")
-        for i, a in enumerate(self.attacks):
-            check_choice(a, EVAL_ATTACKS, f"attacks[{i}]")
-        for name in ("aa_subset", "limit"):
-            v = getattr(self, name)
-            if v is not None:
-                check(v > 0, name, f"{name} > 0", v)
-        check(self.batch_size > 0, "batch_size", "batch_size > 0", self.batch_size)
-
-
-#: the search learning rate of a trial named in ``test_faults.diverge``: large enough that the
-#: first weight step sends the weights to ~1e30 and the next loss is non-finite, small enough
-#: to stay a finite float32 (so the loop's own divergence check fires, not an overflow error)
-DIVERGE_LR = 1e30
-
-
-@dataclass(frozen=True)
-class FaultSpec:
-    """Deliberate faults, for tests and drills of the failure path only; never for real sweeps.
-
-    Attributes:
-        diverge: trial keys (as ``sweep validate`` prints them) whose search runs with
-            ``lr = DIVERGE_LR``, so their loss becomes non-finite in the first epoch and the
-            trial ends ``failed`` with the epoch and step in its error.
-    """
-
-    diverge: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrialPoint:
-    """One search trial of the sweep: its key (stable across resumes) and its overrides."""
-
-    key: str
-    placement: Any
-    channel_ratios: tuple[float, ...] | None
-    strategy: str
-    seed: int
-
-    def layout(self) -> Layout:
-        return Layout.from_spec(self.placement, self.channel_ratios)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "placement": self.placement, "channel_ratios": self.channel_ratios,
-                "strategy": self.strategy, "seed": self.seed}
+#: the fields that define the trials of a sweep: a run directory is resumed only by a spec that
+#: agrees on all of them (resources, concurrency, failure handling, budget, trackers and storage
+#: may change)
+DEFINING_FIELDS: tuple[str, ...] = ("name", "dataset", "search", "grid", "search_algorithm", "sampler", "optuna",
+                                    "scheduler", "stop", "selection", "retrain", "skip_retrain", "evaluation",
+                                    "baselines")
+#: fields of the old ``optuna`` section that moved to ``sampler`` (random search uses them too)
+_MOVED_TO_SAMPLER = ("num_samples", "seed", "ratio_low", "ratio_high")
 
 
 @dataclass(frozen=True)
 class SweepSpec:
     """A whole sweep (see the module docstring for an example).
 
-    ``test_faults`` (:class:`FaultSpec`) exists for tests and failure drills only: it makes
-    named trials diverge on purpose (``test_faults: {diverge: [TRIAL_KEY]}``); leave it out
-    of real sweeps.
+    ``max_failed_fraction``: the share of trials of a stage that may fail while ``sweep run``
+    still exits 0 (default 0: any failed trial makes it exit 3, after writing the table,
+    summary and report). The controls (``sampler``, ``optuna``, ``scheduler``, ``budget``,
+    ``stop``, ``loggers``, ``baselines``) are described in :mod:`arnas_ray.sweep.controls`.
     """
 
     name: str
@@ -261,17 +101,23 @@ class SweepSpec:
     search: SearchConfig = field(default_factory=SearchConfig)
     grid: GridSpec = field(default_factory=GridSpec)
     search_algorithm: str = "grid"
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
     optuna: OptunaSpec = field(default_factory=OptunaSpec)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    stop: StopSpec = field(default_factory=StopSpec)
+    loggers: tuple[Any, ...] = ()
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     max_concurrent: int | None = None
     max_failures: int = 1
     selection: SelectionSpec = field(default_factory=SelectionSpec)
+    baselines: BaselineSpec = field(default_factory=BaselineSpec)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     retrain_resources: ResourcesSpec | None = None
     skip_retrain: bool = False
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     storage: str = "runs"
-    test_faults: FaultSpec = field(default_factory=FaultSpec)
+    max_failed_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name or not set(self.name) <= _NAME_OK or self.name.startswith("."):
@@ -280,29 +126,49 @@ class SweepSpec:
         if self.max_concurrent is not None:
             check(self.max_concurrent > 0, "max_concurrent", "max_concurrent > 0", self.max_concurrent)
         check(self.max_failures >= 0, "max_failures", "max_failures >= 0", self.max_failures)
+        check(0.0 <= self.max_failed_fraction <= 1.0, "max_failed_fraction", "0 <= max_failed_fraction <= 1",
+              self.max_failed_fraction)
         if not self.storage:
             raise SpecError("storage", "must be a directory path or URI, got ''")
-        # every grid point must build a valid search config (ratios match stage counts ...)
-        if self.test_faults.diverge and self.search_algorithm != "grid":
-            raise SpecError("test_faults.diverge", "names grid trials; it needs search_algorithm: grid, "
-                                                   f"got {self.search_algorithm!r}")
-        if self.search_algorithm == "grid":
-            keys = [p.key for p in self.points()]
-            for i, key in enumerate(self.test_faults.diverge):
-                if key not in keys:
-                    raise SpecError(f"test_faults.diverge[{i}]", f"unknown trial {key!r}; trials: {keys}")
+        logger_specs(self.loggers)
+        self._check_controls()
+        # every point must build a valid search config (ratios match stage counts ...)
+        if self.search_algorithm != "optuna":
             for i, point in enumerate(self.points()):
                 try:
                     self.search_config(point)
                 except SpecError as exc:
                     raise SpecError(f"grid (trial {i}: {point.key}) {exc.field}", exc.message) from None
 
+    def _check_controls(self) -> None:
+        if self.budget.trials is not None and self.search_algorithm == "grid":
+            raise SpecError("budget.trials", "the grid defines its trials; a trial budget needs "
+                                             "search_algorithm: random or optuna")
+        if self.stop.epochs is not None and self.stop.epochs >= self.search.epochs:
+            raise SpecError("stop.epochs", f"`stop.epochs < search.epochs` must hold (a trial stopped at its "
+                                           f"last epoch would miss its final report), but got stop.epochs="
+                                           f"{self.stop.epochs}, search.epochs={self.search.epochs}")
+        if self.scheduler.kind != "none" and self.scheduler.grace_period > self.search.epochs:
+            raise SpecError("scheduler.grace_period", f"`grace_period <= search.epochs` must hold, but got "
+                                                      f"grace_period={self.scheduler.grace_period}")
+        if self.sampler.points_to_evaluate and self.search_algorithm == "grid":
+            raise SpecError("sampler.points_to_evaluate", "needs search_algorithm: random or optuna")
+
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Any) -> SweepSpec:
-        if isinstance(data, Mapping) and isinstance(data.get("grid"), Mapping):
+        if isinstance(data, Mapping):
             data = dict(data)
-            data["grid"] = _normalize_grid(data["grid"])
+            if isinstance(data.get("grid"), Mapping):
+                data["grid"] = _normalize_grid(data["grid"])
+            optuna = data.get("optuna")
+            if isinstance(optuna, Mapping):
+                for key in _MOVED_TO_SAMPLER:
+                    if key in optuna:
+                        raise SpecError(f"optuna.{key}", f"moved to sampler.{key} (random search uses it too)")
+                if "placements" in optuna:
+                    raise SpecError("optuna.placements", "Optuna samples grid.placement (every list of the "
+                                                         "grid is a categorical parameter)")
         return from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,17 +177,53 @@ class SweepSpec:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def defining(self) -> dict[str, Any]:
+        """The part of the spec that defines the trials (:data:`DEFINING_FIELDS`)."""
+        data = self.to_dict()
+        return {k: data[k] for k in DEFINING_FIELDS}
+
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        """A hash of :meth:`defining`: equal for specs that run the same trials."""
+        return hashlib.sha256(json.dumps(self.defining(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def defining_diff(self, other: SweepSpec) -> list[str]:
+        """Dotted paths of the defining fields where ``other`` differs (``search.epochs``)."""
+        return _diff(self.defining(), other.defining(), "")
+
+    def local_warnings(self) -> list[str]:
+        """What this machine cannot check but the cluster's nodes must have (data roots)."""
+        root = self.dataset.missing_root()
+        if root is None:
+            return []
+        return [f"dataset.root: {root!r} does not exist on this machine; every node that runs a trial "
+                "must have it (a trial on a node without it fails, naming the node and the path)"]
 
     # ---- expansion ----------------------------------------------------------------------
+    def num_trials(self) -> int:
+        """How many search trials the sweep runs (at most: a budget may end it earlier)."""
+        if self.search_algorithm == "grid":
+            return len(self.points())
+        return self.budget.trials or self.sampler.num_samples
+
+    def normalizations(self) -> tuple[str | None, ...]:
+        return self.grid.normalization if self.grid.normalization is not None else (None,)
+
     def points(self) -> list[TrialPoint]:
-        """The expanded grid, in a stable order (placement, ratios, strategy, seed)."""
+        """The search trials: the expanded grid (in a stable order: placement, ratios,
+        strategy, seed, normalization) or the random samples. Optuna's are drawn by Tune."""
+        if self.search_algorithm == "random":
+            from arnas_ray.sweep.sampling import random_points
+
+            return random_points(self)
+        if self.search_algorithm == "optuna":
+            return []
         out = []
         g = self.grid
-        for placement, ratios, strategy, seed in itertools.product(g.placement, g.channel_ratios, g.strategy, g.seed):
+        for placement, ratios, strategy, seed, norm in itertools.product(
+                g.placement, g.channel_ratios, g.strategy, g.seed, self.normalizations()):
             layout = Layout.from_spec(placement, ratios)
-            out.append(TrialPoint(_key(layout, strategy, seed), _plain(placement), ratios, strategy, seed))
+            out.append(TrialPoint(trial_key(layout, strategy, seed, norm), plain(placement), ratios, strategy,
+                                  seed, norm))
         keys = [p.key for p in out]
         dup = {k for k in keys if keys.count(k) > 1}
         if dup:
@@ -330,15 +232,15 @@ class SweepSpec:
 
     def search_config(self, point: TrialPoint) -> SearchConfig:
         layout = point.layout()
-        overrides = {
+        overrides: dict[str, Any] = {
             "placement": layout.placement,
             "channel_ratios": layout.ratios,
             "strategy": point.strategy,
             "seed": point.seed,
             "equal_width": self.grid.equal_width or self.search.equal_width,
         }
-        if point.key in self.test_faults.diverge:
-            overrides["lr"] = DIVERGE_LR  # deliberate fault (tests): the loss becomes non-finite
+        if point.normalization is not None:
+            overrides["normalization"] = point.normalization
         return dataclasses.replace(self.search, **overrides)
 
     def retrain_config(self, placement: tuple[str, ...], ratios: tuple[float, ...], seed: int) -> RetrainConfig:
@@ -350,26 +252,19 @@ class SweepSpec:
                                    channels=C, seed=seed)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _fmt(r: float) -> str:
-    return str(int(r)) if float(r).is_integer() else f"{r:g}"
-
-
-def _key(layout: Layout, strategy: str, seed: int) -> str:
-    return f"{layout.name}_{'-'.join(_fmt(r) for r in layout.ratios)}_{strategy}_s{seed}"
+def _diff(a: Any, b: Any, path: str) -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if a == b else [path]
 
 
 def _normalize_grid(grid: Mapping[str, Any]) -> dict[str, Any]:
     """Accept scalars where lists are expected (``seed: 2``) and a single ratio list."""
     out = dict(grid)
-    for name in ("placement", "strategy", "seed"):
+    for name in ("placement", "strategy", "seed", "normalization"):
         if name in out and (isinstance(out[name], (str, int, float)) or isinstance(out[name], Mapping)):
             out[name] = [out[name]]
     cr = out.get("channel_ratios")
@@ -378,16 +273,26 @@ def _normalize_grid(grid: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def spec_from_yaml(text: str, shown: str) -> SweepSpec:
+    """Parse and validate a sweep YAML text (``yaml.safe_load``: no python tags, nothing
+    executed); ``shown`` names the file in errors."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError("spec", f"{shown!r} is not valid YAML (or uses tags, which are refused): {first}") from None
+    if not isinstance(data, Mapping):
+        raise SpecError("spec", f"{shown!r} must hold a mapping of sweep fields, got {type(data).__name__}")
+    return SweepSpec.from_dict(data)
+
+
 def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a sweep YAML (``yaml.safe_load``: no python tags, nothing executed)."""
+    """Read and validate a sweep YAML file."""
     p = Path(path)
     if not p.is_file():
         raise SpecError("spec", f"sweep spec {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpecError("spec", f"{str(p)!r} is not valid YAML (or uses tags, which are refused): {first}") from None
-    if not isinstance(data, Mapping):
-        raise SpecError("spec", f"{str(p)!r} must hold a mapping of sweep fields, got {type(data).__name__}")
-    return SweepSpec.from_dict(data)
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError("spec", f"cannot read {str(p)!r}: {exc}") from None
+    return spec_from_yaml(text, str(p))

@@ -3,91 +3,46 @@
 Both report every epoch to Tune with a checkpoint (a directory holding the trial's own
 checkpoint file) and restore from ``tune.get_checkpoint()`` when Tune retries them, so a trial
 whose node died continues from its last epoch. Devices come from Ray's assignment: a trial
-with a GPU share runs on CUDA, a CPU trial sets torch's threads to its CPU share.
-A non-finite loss ends only that trial: it reports ``status = failed`` with the reason and
-returns (retrying a deterministic divergence would only repeat it).
+with a GPU share runs on CUDA (its memory capped to its share), a CPU trial sets torch's
+threads to its CPU share. A non-finite loss ends only that trial: it reports
+``status = failed`` with the reason and returns (retrying a deterministic divergence would
+only repeat it); an out-of-memory error is retried once. Every epoch's report carries the
+genotype derived then and its network's size, so a trial a scheduler stops keeps them.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import socket
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import ray
-import torch
 from ray import tune
 
-from arnas_ray.errors import DivergenceError
 from arnas_ray.space import Genotype
+from arnas_ray.sweep._trial import check_data_root, run_guarded, setup_device, where, workdir
+from arnas_ray.sweep.faults import Faults
 from arnas_ray.sweep.spec import SweepSpec, TrialPoint
 
-__all__ = ["retrain_trainable", "search_trainable"]
-
-logger = logging.getLogger(__name__)
-
-
-def _device(gpu_share: float) -> torch.device:
-    if gpu_share > 0 and ray.get_gpu_ids() and torch.cuda.is_available():
-        return torch.device("cuda")  # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU
-    return torch.device("cpu")
-
-
-def _setup(cpu: float, gpu: float) -> torch.device:
-    torch.set_num_threads(max(1, int(cpu)))
-    device = _device(gpu)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    return device
-
-
-def _workdir(key: str) -> Path:
-    """A fresh local directory for the trial's checkpoint, seeded from Tune's checkpoint."""
-    work = Path(tempfile.mkdtemp(prefix=f"arnas-{key[:40]}-"))
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as src:
-            for f in Path(src).iterdir():
-                if f.is_file():
-                    shutil.copy2(f, work / f.name)
-    return work
-
-
-def _where(device: torch.device) -> dict[str, str]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    try:
-        node = ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - outside a Ray worker
-        node = socket.gethostname()
-    return {"device": name, "node": node}
-
-
-def _is_oom(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
-def _fail(key: str, exc: BaseException, device: torch.device, started: float) -> None:
-    tune.report({"trial_key": key, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                 "wall_s": time.time() - started, **_where(device)})
+__all__ = ["point_from_config", "retrain_trainable", "search_trainable"]
 
 
 def point_from_config(config: dict[str, Any], spec: SweepSpec) -> TrialPoint:
-    """The trial point of a Tune config: explicit (grid) or sampled by Optuna."""
+    """The trial point of a Tune config: explicit (grid, random) or sampled by Optuna."""
     if "point" in config:
-        p = config["point"]
-        ratios = tuple(p["channel_ratios"]) if p["channel_ratios"] is not None else None
-        return TrialPoint(p["key"], p["placement"], ratios, p["strategy"], int(p["seed"]))
-    ratios = (1.0, round(float(config["r1"]), 3), round(float(config["r2"]), 3))
-    placement = config["placement"]
-    seed = spec.grid.seed[0]
-    key = f"optuna_{placement}_{ratios[1]:g}-{ratios[2]:g}_{config['strategy']}_s{seed}"
-    return TrialPoint(key, placement, ratios, config["strategy"], seed)
+        return TrialPoint.from_dict(config["point"])
+    from arnas_ray.sweep.sampling import optuna_point
+
+    return optuna_point(spec, config)
+
+
+def _network_cost(genotype_json: str, config: Any, data: Any) -> dict[str, int]:
+    """Parameters and MACs of the network derived at this epoch (as the search reports at its end)."""
+    from arnas_ray.space import Network, count_macs, count_params
+
+    net = Network(Genotype.from_json(genotype_json), config.layout(), config.width(), data.num_classes,
+                  config.cells, in_channels=data.channels)
+    return {"params": count_params(net), "flops": count_macs(net, data.image_size, data.channels)}
 
 
 def search_trainable(config: dict[str, Any]) -> None:
@@ -96,31 +51,42 @@ def search_trainable(config: dict[str, Any]) -> None:
 
     spec = SweepSpec.from_dict(config["spec"])
     point = point_from_config(config, spec)
-    device = _setup(spec.resources.cpu, spec.resources.gpu)
+    faults = Faults.from_dict(config.get("faults"))
+    faults.check(point.key)
+    check_data_root(spec)
+    device = setup_device(spec.resources.cpu, spec.resources.gpu)
     started = time.time()
-    work = _workdir(point.key)
-    where = _where(device)
-    try:
-        search_cfg = spec.search_config(point)
+    work = workdir(point.key)
+    here = where(device)
+    search_cfg = faults.search_config(point.key, spec.search_config(point))
+
+    def run() -> None:
         data = spec.dataset.load(seed=point.seed)
+        final: list[dict[str, Any]] = []
 
         def report(metrics: dict[str, Any]) -> None:
-            tune.report({**metrics, "trial_key": point.key, "status": "running", **where},
-                        checkpoint=tune.Checkpoint.from_directory(str(work)))
+            cost = _network_cost(metrics["genotype"], search_cfg, data) if metrics.get("genotype") else {}
+            out = {**metrics, **cost, "trial_key": point.key, "status": "running", **here,
+                   "num_classes": data.num_classes, "in_channels": data.channels}
+            if metrics.get("epoch") == search_cfg.epochs:  # the last epoch is the trial's end: a
+                # scheduler deciding on this report cannot turn a finished trial into a stopped one
+                out.update(status="finished", wall_s=time.time() - started, channels=search_cfg.width())
+                final.append(out)
+            tune.report(out, checkpoint=tune.Checkpoint.from_directory(str(work)))
+            faults.after_epoch(int(metrics.get("epoch", 0)))
 
         result = run_search(search_cfg, data, device, callback=report, checkpoint_dir=work)
-        tune.report({
-            "trial_key": point.key, "status": "finished", "epoch": result.epochs,
-            "nat_acc": result.nat_acc, "pgd_acc": result.pgd_acc, "genotype": result.genotype.to_json(),
-            "params": result.params, "flops": result.macs, "wall_s": time.time() - started,
-            "channels": search_cfg.width(), **where,
-        }, checkpoint=tune.Checkpoint.from_directory(str(work)))
-    except DivergenceError as exc:
-        _fail(point.key, exc, device, started)
-    except (RuntimeError, MemoryError) as exc:
-        if not _is_oom(exc):
-            raise
-        _fail(point.key, exc, device, started)
+        if not final:  # restored after its last epoch: report the end once more
+            tune.report({
+                "trial_key": point.key, "status": "finished", "epoch": result.epochs,
+                "nat_acc": result.nat_acc, "pgd_acc": result.pgd_acc, "genotype": result.genotype.to_json(),
+                "params": result.params, "flops": result.macs, "wall_s": time.time() - started,
+                "channels": search_cfg.width(), "num_classes": data.num_classes, "in_channels": data.channels,
+                **here,
+            }, checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+    try:
+        run_guarded(point.key, run, device, here, started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -133,17 +99,19 @@ def retrain_trainable(config: dict[str, Any]) -> None:
     point = config["point"]
     key = point["key"]
     res_spec = spec.retrain_resources or spec.resources
-    device = _setup(res_spec.cpu, res_spec.gpu)
+    check_data_root(spec)
+    device = setup_device(res_spec.cpu, res_spec.gpu)
     started = time.time()
-    work = _workdir(key)
-    where = _where(device)
-    try:
-        genotype = Genotype.from_json(point["genotype"])
-        rcfg = spec.retrain_config(tuple(point["placement"]), tuple(point["channel_ratios"]), int(point["seed"]))
+    work = workdir(key)
+    here = where(device)
+    genotype = Genotype.from_json(point["genotype"])
+    rcfg = spec.retrain_config(tuple(point["placement"]), tuple(point["channel_ratios"]), int(point["seed"]))
+
+    def run() -> None:
         data = spec.dataset.load(cutout=rcfg.cutout, seed=rcfg.seed)
 
         def report(metrics: dict[str, Any]) -> None:
-            tune.report({**metrics, "trial_key": key, "status": "running", **where},
+            tune.report({**metrics, "trial_key": key, "status": "running", **here},
                         checkpoint=tune.Checkpoint.from_directory(str(work)))
 
         result = retrain(genotype, rcfg, data, device, out_dir=work, callback=report)
@@ -155,14 +123,11 @@ def retrain_trainable(config: dict[str, Any]) -> None:
             "nat_acc": er.nat_acc, "fgsm_acc": er.fgsm_acc, "pgd20_acc": er.pgd20_acc,
             "pgd100_acc": er.pgd100_acc, "aa_acc": er.aa_acc, "eval_warnings": "; ".join(er.warnings),
             "genotype": genotype.to_json(), "params": result.params, "flops": result.macs,
-            "best_epoch": result.best_epoch, "wall_s": time.time() - started, "channels": rcfg.channels, **where,
+            "best_epoch": result.best_epoch, "wall_s": time.time() - started, "channels": rcfg.channels, **here,
         }, checkpoint=tune.Checkpoint.from_directory(str(work)))
-    except DivergenceError as exc:
-        _fail(key, exc, device, started)
-    except (RuntimeError, MemoryError) as exc:
-        if not _is_oom(exc):
-            raise
-        _fail(key, exc, device, started)
+
+    try:
+        run_guarded(key, run, device, here, started)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

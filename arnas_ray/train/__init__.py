@@ -11,15 +11,27 @@ Example:
 
 from arnas_ray.train._model import load_model
 from arnas_ray.train.config import METHODS, RetrainConfig
-from arnas_ray.train.evaluate import EVAL_ATTACKS, EvalResult, evaluate, sanity_warnings
-from arnas_ray.train.losses import LossOutput, natural_loss, pgd_at_loss, trades_loss
+from arnas_ray.train.evaluate import EVAL_ATTACKS, EVAL_SPECS, EvalResult, evaluate, sanity_warnings
+from arnas_ray.train.losses import (
+    CRAFT_MODES,
+    LOSSES,
+    LossOutput,
+    LossSpec,
+    natural_loss,
+    pgd_at_loss,
+    trades_loss,
+)
 from arnas_ray.train.trainer import RetrainResult, learning_rate, retrain
 
 __all__ = [
+    "CRAFT_MODES",
     "EVAL_ATTACKS",
+    "EVAL_SPECS",
+    "LOSSES",
     "METHODS",
     "EvalResult",
     "LossOutput",
+    "LossSpec",
     "RetrainConfig",
     "RetrainResult",
     "evaluate",

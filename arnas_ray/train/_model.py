@@ -7,10 +7,12 @@ the :class:`RetrainConfig` as a dict, and the data shape (classes, channels, ima
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from arnas_ray._config import from_dict, to_dict
 from arnas_ray.checkpoint import load_checkpoint
@@ -22,7 +24,8 @@ __all__ = ["FORMAT", "build_network", "load_model", "metadata", "network_from_st
 
 #: Tag stored in every checkpoint the trainer writes.
 FORMAT = "arnas-ray/retrain/1"
-_REQUIRED = ("genotype", "config", "num_classes", "in_channels", "model")
+_REQUIRED = ("genotype", "config", "num_classes", "in_channels", "image_size", "dataset",
+             "model")
 _INFO = ("format", "genotype", "config", "num_classes", "in_channels", "image_size", "dataset",
          "epoch", "metric")
 
@@ -48,31 +51,96 @@ def metadata(genotype: Genotype, config: RetrainConfig, *, num_classes: int, in_
     }
 
 
-def network_from_state(state: dict[str, Any], source: str) -> tuple[Network, RetrainConfig]:
-    """Rebuild the network of a loaded checkpoint dict and load its ``model`` weights (on CPU).
+def _positive_int(state: dict[str, Any], key: str, source: str) -> int:
+    value = state[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{source}: {key}={_short(value)} in the checkpoint; expected an "
+                              f"integer >= 1")
+    return value
 
-    Raises:
-        CheckpointError: keys are missing or the weights do not fit the described network.
-    """
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _description(state: dict[str, Any], source: str) -> tuple[Genotype, RetrainConfig]:
+    """The run description a checkpoint carries, checked (no network is built yet)."""
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise CheckpointError(
-            f"checkpoint {source!r} is not a retrain checkpoint of arnas-ray: it lacks {missing} "
-            f"(it has {sorted(state)})"
-        )
+            f"{source}: not a retrain checkpoint of arnas-ray: it lacks {missing} (it has "
+            f"{_short(sorted(map(str, state)))}); expected best.pt or checkpoint.pt of retrain")
+    for key in ("num_classes", "in_channels", "image_size"):
+        _positive_int(state, key, source)
+    if not isinstance(state["dataset"], str) or not isinstance(state["model"], dict):
+        raise CheckpointError(f"{source}: dataset and model must be a name and a dict of "
+                              "tensors; expected a checkpoint written by retrain")
     try:
         genotype = Genotype.from_json(state["genotype"])
         config = from_dict(RetrainConfig, state["config"])
     except SpecError as exc:
-        raise CheckpointError(f"checkpoint {source!r} holds an invalid run description: {exc}") from None
-    net = build_network(genotype, config, int(state["num_classes"]), int(state["in_channels"]))
+        raise CheckpointError(f"{source}: holds an invalid run description ({exc}); expected a "
+                              "checkpoint written by retrain") from None
+    if config.cells > len(state["model"]):  # every cell holds tensors: a cheap size bound
+        raise CheckpointError(f"{source}: describes {config.cells} cells but holds "
+                              f"{len(state['model'])} tensors; expected a checkpoint written by "
+                              "retrain")
+    return genotype, config
+
+
+@functools.lru_cache(maxsize=8)
+def _expected_shapes(genotype: Genotype, config: RetrainConfig, num_classes: int,
+                     in_channels: int) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the described network's weights, built on the meta device (no
+    memory, whatever width the file claims); cached, as best.pt and checkpoint.pt of one run
+    describe the same network."""
+    with torch.device("meta"):
+        net = build_network(genotype, config, num_classes, in_channels)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _check_shapes(state: dict[str, Tensor], expected: dict[str, tuple[int, ...]],
+                  source: str) -> None:
+    """The weights' names and shapes equal those of the described network."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and (
+        not isinstance(state[k], Tensor) or tuple(state[k].shape) != expected[k])]
+    if not (missing or unexpected or wrong):
+        return
+    first = ""
+    if wrong:
+        got = state[wrong[0]]
+        got_shape = list(got.shape) if isinstance(got, Tensor) else type(got).__name__
+        first = f"; {wrong[0]!r} is {got_shape}, the network needs {list(expected[wrong[0]])}"
+    raise CheckpointError(
+        f"{source}: the weights do not fit the network it describes ({len(missing)} missing, "
+        f"{len(unexpected)} unexpected, {len(wrong)} of another shape{first}); expected the "
+        "weights of that genotype at that width and depth")
+
+
+def network_from_state(state: dict[str, Any], source: str) -> tuple[Network, RetrainConfig]:
+    """Rebuild the network of a loaded checkpoint dict and load its ``model`` weights (on CPU).
+
+    The description is checked first and the weights' names and shapes are compared with
+    those of the network built on the meta device, so a damaged or foreign file never
+    allocates more than its own tensors.
+
+    Raises:
+        CheckpointError: keys are missing, the description is invalid, or the weights do not
+            fit the described network; the message starts with ``source``.
+    """
+    genotype, config = _description(state, source)
+    num_classes, in_channels = int(state["num_classes"]), int(state["in_channels"])
+    _check_shapes(state["model"], _expected_shapes(genotype, config, num_classes, in_channels),
+                  source)
+    net = build_network(genotype, config, num_classes, in_channels)
     try:
         net.load_state_dict(state["model"])
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {source!r}: the weights do not fit the network it describes "
-            f"({str(exc).splitlines()[0]})"
-        ) from None
+        raise CheckpointError(f"{source}: the weights do not fit the network it describes "
+                              f"({str(exc).splitlines()[0]})") from None
     return net, config
 
 

@@ -17,6 +17,7 @@ from arnas_ray._config import check, check_choice
 from arnas_ray.attacks import PRESETS, AttackSpec
 from arnas_ray.errors import SpecError
 from arnas_ray.space import Layout
+from arnas_ray.train.losses import CRAFT_MODES, LOSSES, LossSpec
 
 __all__ = [
     "AMP_MODES",
@@ -28,14 +29,13 @@ __all__ = [
     "RetrainConfig",
 ]
 
-#: Training objectives: Madry PGD-AT, TRADES (Zhang et al. 2019), and plain (undefended) training.
-METHODS: tuple[str, ...] = ("pgd-at", "trades", "natural")
+#: Training objectives (the names of the loss registry ``LOSSES``): Madry PGD-AT, TRADES
+#: (Zhang et al. 2019), and plain (undefended) training.
+METHODS: tuple[str, ...] = tuple(LOSSES)
 SCHEDULES: tuple[str, ...] = ("step", "cosine")
 #: Model selection metric on the held-out val split.
 SELECT_ON: tuple[str, ...] = ("pgd", "natural")
 AMP_MODES: tuple[str, ...] = ("off", "bf16")
-#: Mode the model is in while the training adversarial examples are crafted.
-CRAFT_MODES: tuple[str, ...] = ("eval", "train")
 #: Attack kinds usable to craft training examples and for per-epoch validation.
 TRAIN_ATTACK_KINDS: tuple[str, ...] = ("pgd", "fgsm")
 
@@ -153,6 +153,12 @@ class RetrainConfig:
             self.cells >= len(layout.stages), "cells",
             f"cells >= number of stages ({len(layout.stages)})", self.cells,
         )
+
+    def loss_spec(self) -> LossSpec:
+        """What the training objective reads (the auxiliary weight is 0 without the head)."""
+        return LossSpec(attack=self.attack, trades_beta=self.trades_beta,
+                        auxiliary_weight=self.auxiliary_weight if self.auxiliary else 0.0,
+                        craft_mode=self.craft_mode)
 
     def layout(self) -> Layout:
         """The :class:`~arnas_ray.space.Layout` of ``placement`` and ``channel_ratios``."""

@@ -16,12 +16,13 @@ model and evaluated on the target.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,17 +31,35 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from arnas_ray._config import check, check_choice
-from arnas_ray.attacks import AttackSpec, attack, autoattack
+from arnas_ray._metrics import ATTACK_COLUMNS, EVAL_ATTACKS
+from arnas_ray._registry import Registry
+from arnas_ray.attacks import AttackSpec, attack, autoattack, logits_of
 from arnas_ray.data import DataSplits, make_loader
 from arnas_ray.space import count_macs, count_params
 from arnas_ray.train._model import load_model
 
-__all__ = ["EVAL_ATTACKS", "EvalResult", "accuracies", "evaluate", "load_model", "sanity_warnings"]
+__all__ = ["EVAL_ATTACKS", "EVAL_SPECS", "EvalResult", "accuracies", "evaluate", "load_model",
+           "sanity_warnings"]
 
 logger = logging.getLogger(__name__)
 
-#: Attack names :func:`evaluate` understands, in order of strength.
-EVAL_ATTACKS: tuple[str, ...] = ("natural", "fgsm", "pgd20", "pgd100", "aa")
+SpecAt = Callable[[float, float], "AttackSpec | None"]
+"""Builds an evaluation attack's spec at ``(eps, alpha)``; ``None`` means clean inputs."""
+
+#: What each evaluation attack of :data:`~arnas_ray._metrics.EVAL_ATTACKS` runs: its spec at
+#: ``(eps, alpha)``. The names and their order come from ``EVAL_ATTACKS`` (torch-free, read by
+#: the sweep spec, the results table and the command line too).
+EVAL_SPECS: Registry[SpecAt] = Registry("evaluation attack")
+EVAL_SPECS.add("natural", lambda eps, alpha: None)
+EVAL_SPECS.add("fgsm", lambda eps, alpha: AttackSpec(kind="fgsm", eps=eps, alpha=alpha, steps=1,
+                                                     random_start=False))
+EVAL_SPECS.add("pgd20", lambda eps, alpha: AttackSpec(kind="pgd", eps=eps, alpha=alpha, steps=20))
+EVAL_SPECS.add("pgd100", lambda eps, alpha: AttackSpec(kind="pgd", eps=eps, alpha=alpha,
+                                                       steps=100))
+EVAL_SPECS.add("aa", lambda eps, alpha: AttackSpec(kind="autoattack", eps=eps, alpha=alpha,
+                                                   version="standard"))
+if tuple(EVAL_SPECS) != EVAL_ATTACKS:  # an internal invariant: one spec per name, in order
+    raise RuntimeError(f"EVAL_SPECS {tuple(EVAL_SPECS)} != EVAL_ATTACKS {EVAL_ATTACKS}")
 
 
 @dataclass
@@ -48,7 +67,8 @@ class EvalResult:
     """Accuracies in [0, 1] (``None`` for an attack that was not run) and the model's size.
 
     Attributes:
-        nat_acc, fgsm_acc, pgd20_acc, pgd100_acc: on the ``n`` evaluated examples.
+        nat_acc, fgsm_acc, pgd20_acc, pgd100_acc: on the ``n`` evaluated examples (the
+            ``ATTACK_COLUMNS`` of :mod:`arnas_ray._metrics`, the results table's columns).
         aa_acc: AutoAttack, on the first ``aa_n`` examples (``aa_subset``).
         transfer_acc: target accuracy on PGD-20 examples crafted on the source model.
         n: examples evaluated. aa_n: examples attacked by AutoAttack.
@@ -168,10 +188,15 @@ def _limited(batches: Iterable[tuple[Tensor, Tensor]], limit: int | None
 
 def _predict_correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     with torch.no_grad():
-        out = model(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.argmax(dim=1) == y  # [N] bool
+        return logits_of(model(x)).argmax(dim=1) == y  # [N] bool
+
+
+def _generators(names: Iterable[str], seed: int, device: torch.device
+                ) -> dict[str, torch.Generator]:
+    """One generator per attack, the ``i``-th seeded ``seed + 7919 * i``: one attack's numbers
+    do not depend on which others run."""
+    return {name: torch.Generator(device=device).manual_seed(seed + 7919 * i)
+            for i, name in enumerate(names)}
 
 
 def accuracies(
@@ -189,8 +214,7 @@ def accuracies(
     attack's numbers do not depend on which others run. Returns ``nan`` for no data.
     """
     device = torch.device(device)
-    gens = {name: torch.Generator(device=device).manual_seed(seed + 7919 * i)
-            for i, name in enumerate(specs)}
+    gens = _generators(specs, seed, device)
     correct = dict.fromkeys(specs, 0)
     n = 0
     for x, y in _limited(batches, limit):
@@ -202,30 +226,121 @@ def accuracies(
     return {name: (c / n if n else math.nan) for name, c in correct.items()}
 
 
-def _specs(eps: float, alpha: float) -> dict[str, AttackSpec]:
-    return {
-        "fgsm": AttackSpec(kind="fgsm", eps=eps, alpha=alpha, steps=1, random_start=False),
-        "pgd20": AttackSpec(kind="pgd", eps=eps, alpha=alpha, steps=20),
-        "pgd100": AttackSpec(kind="pgd", eps=eps, alpha=alpha, steps=100),
-        "aa": AttackSpec(kind="autoattack", eps=eps, alpha=alpha, version="standard"),
-    }
+class _Plan:
+    """What one :func:`evaluate` call runs on every batch: the specs, one generator per attack."""
+
+    def __init__(self, attacks: Sequence[str], *, eps: float, alpha: float, seed: int,
+                 device: torch.device, aa_subset: int | None, batch_size: int,
+                 aa_options: Mapping[str, Any] | None, transfer_from: nn.Module | None) -> None:
+        self.want = set(attacks)
+        self.specs = {name: EVAL_SPECS[name](eps, alpha) for name in EVAL_ATTACKS}
+        self.gens = _generators([*EVAL_ATTACKS[1:], "transfer"], seed, device)
+        self.aa_subset, self.batch_size = aa_subset, batch_size
+        self.aa_options = dict(aa_options or {})
+        self.transfer_from = transfer_from
+
+    def white_box(self) -> list[str]:
+        """The requested FGSM/PGD attacks, weakest first."""
+        return [n for n in EVAL_ATTACKS if n in self.want and self.specs[n] is not None
+                and self.specs[n].kind != "autoattack"]
 
 
-def evaluate(
-    model: nn.Module,
-    data_or_loader: DataSplits | Dataset[Any] | Iterable[tuple[Tensor, Tensor]],
-    device: torch.device | str,
-    *,
-    attacks: Sequence[str] = EVAL_ATTACKS,
-    aa_subset: int | None = None,
-    transfer_from: nn.Module | None = None,
-    batch_size: int = 256,
-    seed: int = 0,
-    limit: int | None = None,
-    eps: float = 8 / 255,
-    alpha: float | None = None,
-    aa_options: Mapping[str, Any] | None = None,
-) -> EvalResult:
+@dataclass
+class _Tally:
+    """Correct predictions per attack (and ``transfer``, ``pgd_on_aa``), examples seen."""
+
+    correct: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        (*EVAL_ATTACKS, "transfer", "pgd_on_aa"), 0))
+    n: int = 0
+    aa_n: int = 0
+    image_shape: tuple[int, ...] | None = None
+
+
+def _evaluate_batch(model: nn.Module, x: Tensor, y: Tensor, plan: _Plan, tally: _Tally) -> None:
+    bs = int(y.shape[0])
+    tally.image_shape = tuple(x.shape[1:])
+    if "natural" in plan.want:
+        tally.correct["natural"] += int(_predict_correct(model, x, y).sum())
+    strongest = None  # per-example correctness under the strongest PGD run
+    for name in plan.white_box():
+        x_adv = attack(model, x, y, plan.specs[name], generator=plan.gens[name])
+        strongest = _predict_correct(model, x_adv, y)
+        tally.correct[name] += int(strongest.sum())
+    if "aa" in plan.want:
+        limit = bs if plan.aa_subset is None else plan.aa_subset - tally.aa_n
+        take = max(0, min(bs, limit))
+        if take > 0:
+            x_aa = autoattack(model, x[:take], y[:take], plan.specs["aa"], generator=plan.gens["aa"],
+                              batch_size=plan.batch_size, **plan.aa_options)
+            tally.correct["aa"] += int(_predict_correct(model, x_aa, y[:take]).sum())
+            if strongest is not None:
+                tally.correct["pgd_on_aa"] += int(strongest[:take].sum())
+            tally.aa_n += take
+    if plan.transfer_from is not None:
+        x_tr = attack(plan.transfer_from, x, y, plan.specs["pgd20"], generator=plan.gens["transfer"])
+        tally.correct["transfer"] += int(_predict_correct(model, x_tr, y).sum())
+    tally.n += bs
+
+
+@contextlib.contextmanager
+def _eval_mode(models: Sequence[nn.Module], device: torch.device) -> Iterator[None]:
+    """The models on ``device`` in eval mode; their previous modes restored afterwards."""
+    modes = [m.training for m in models]
+    try:
+        for m in models:
+            m.to(device).eval()
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
+def _macs(model: nn.Module, image_shape: tuple[int, ...] | None, device: torch.device) -> int:
+    """MACs per image of square ``[C, S, S]`` inputs (0 when the shape is unknown)."""
+    if image_shape is None or len(image_shape) != 3 or image_shape[1] != image_shape[2]:
+        return 0
+    return count_macs(model, image_shape[1], image_shape[0], device)
+
+
+def _result(plan: _Plan, tally: _Tally, *, eps: float, alpha: float, params: int,
+            macs: int) -> EvalResult:
+    """The accuracies (``None`` for what did not run) and the sanity warnings."""
+    def acc(name: str, denominator: int) -> float | None:
+        ran = name in plan.want or (name == "transfer" and plan.transfer_from is not None)
+        return tally.correct[name] / denominator if ran and denominator else None
+
+    n, aa_n = tally.n, tally.aa_n
+    accs = {ATTACK_COLUMNS[a]: acc(a, aa_n if a == "aa" else n) for a in EVAL_ATTACKS}
+    result = EvalResult(**accs, transfer_acc=acc("transfer", n), n=n,
+                        aa_n=aa_n if "aa" in plan.want else None, eps=eps, alpha=alpha,
+                        params=params, macs=macs)
+    aa_reference = tally.correct["pgd_on_aa"] / aa_n if (plan.white_box() and aa_n) else None
+    result.warnings = sanity_warnings(
+        n=n, nat_acc=result.nat_acc, fgsm_acc=result.fgsm_acc, pgd20_acc=result.pgd20_acc,
+        pgd100_acc=result.pgd100_acc, aa_acc=result.aa_acc, aa_reference=aa_reference,
+        transfer_acc=result.transfer_acc,
+    )
+    for line in result.warnings:
+        logger.warning("%s", line)
+    return result
+
+
+def _check_arguments(attacks: Sequence[str], batch_size: int, aa_subset: int | None,
+                     limit: int | None) -> None:
+    for i, name in enumerate(attacks):
+        check_choice(name, EVAL_ATTACKS, f"attacks[{i}]")
+    check(batch_size >= 1, "batch_size", "batch_size >= 1", batch_size)
+    check(aa_subset is None or aa_subset >= 1, "aa_subset", "aa_subset >= 1", aa_subset)
+    check(limit is None or limit >= 1, "limit", "limit >= 1", limit)
+
+
+def evaluate(model: nn.Module,
+             data_or_loader: DataSplits | Dataset[Any] | Iterable[tuple[Tensor, Tensor]],
+             device: torch.device | str, *, attacks: Sequence[str] = EVAL_ATTACKS,
+             aa_subset: int | None = None, transfer_from: nn.Module | None = None,
+             batch_size: int = 256, seed: int = 0, limit: int | None = None,
+             eps: float = 8 / 255, alpha: float | None = None,
+             aa_options: Mapping[str, Any] | None = None) -> EvalResult:
     """Evaluate ``model`` under the requested attacks, with sanity checks.
 
     The model (and ``transfer_from``) is moved to ``device`` and put in eval mode; the previous
@@ -241,10 +356,8 @@ def evaluate(
         transfer_from: a source model; PGD-20 examples crafted on it are fed to ``model``
             (black-box transfer attack), reported as ``transfer_acc``.
         batch_size: examples per batch when a dataset is given.
-        seed: seeds the random starts (and AutoAttack).
-        limit: evaluate at most this many examples.
-        eps: L-inf radius in the [0, 1] pixel space.
-        alpha: PGD step; ``eps / 4`` by default (2/255 at eps 8/255).
+        seed: seeds the random starts (and AutoAttack). limit: at most this many examples.
+        eps: L-inf radius in the [0, 1] pixel space; alpha: PGD step (``eps / 4`` by default).
         aa_options: extra keyword arguments of :func:`~arnas_ray.attacks.autoattack`
             (``n_iter``, ``n_queries``), for tests.
 
@@ -257,82 +370,20 @@ def evaluate(
 
     Example:
         >>> res = evaluate(net, splits, "cpu", attacks=("natural", "pgd20"))  # doctest: +SKIP
-        >>> print(res.to_json())  # doctest: +SKIP
     """
-    for i, name in enumerate(attacks):
-        check_choice(name, EVAL_ATTACKS, f"attacks[{i}]")
-    check(batch_size >= 1, "batch_size", "batch_size >= 1", batch_size)
-    check(aa_subset is None or aa_subset >= 1, "aa_subset", "aa_subset >= 1", aa_subset)
-    check(limit is None or limit >= 1, "limit", "limit >= 1", limit)
+    _check_arguments(attacks, batch_size, aa_subset, limit)
     alpha = eps / 4 if alpha is None else alpha
-    specs = _specs(eps, alpha)  # validates eps and alpha
     device = torch.device(device)
     t0 = time.perf_counter()
-    want = set(attacks)
+    plan = _Plan(attacks, eps=eps, alpha=alpha, seed=seed, device=device, aa_subset=aa_subset,
+                 batch_size=batch_size, aa_options=aa_options, transfer_from=transfer_from)
+    tally = _Tally()
     models = [model] + ([transfer_from] if transfer_from is not None else [])
-    modes = [m.training for m in models]
-    for m in models:
-        m.to(device).eval()
-    gens = {name: torch.Generator(device=device).manual_seed(seed + 7919 * i)
-            for i, name in enumerate(("fgsm", "pgd20", "pgd100", "aa", "transfer"))}
-    counts = dict.fromkeys(("natural", "fgsm", "pgd20", "pgd100", "aa", "transfer", "pgd_on_aa"), 0)
-    n, aa_n, image_shape = 0, 0, None
-    try:
+    with _eval_mode(models, device):
         for x, y in _limited(_batches(data_or_loader, batch_size), limit):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            image_shape = tuple(x.shape[1:])
-            bs = int(y.shape[0])
-            if "natural" in want:
-                counts["natural"] += int(_predict_correct(model, x, y).sum())
-            strongest = None  # per-example correctness under the strongest PGD run
-            for name in ("fgsm", "pgd20", "pgd100"):
-                if name in want:
-                    ok = _predict_correct(model, attack(model, x, y, specs[name],
-                                                        generator=gens[name]), y)
-                    counts[name] += int(ok.sum())
-                    strongest = ok
-            if "aa" in want:
-                take = bs if aa_subset is None else max(0, min(bs, aa_subset - aa_n))
-                if take > 0:
-                    x_aa = autoattack(model, x[:take], y[:take], specs["aa"],
-                                      generator=gens["aa"], batch_size=batch_size,
-                                      **dict(aa_options or {}))
-                    counts["aa"] += int(_predict_correct(model, x_aa, y[:take]).sum())
-                    if strongest is not None:
-                        counts["pgd_on_aa"] += int(strongest[:take].sum())
-                    aa_n += take
-            if transfer_from is not None:
-                x_tr = attack(transfer_from, x, y, specs["pgd20"], generator=gens["transfer"])
-                counts["transfer"] += int(_predict_correct(model, x_tr, y).sum())
-            n += bs
-        params = count_params(model)
-        macs = 0
-        if image_shape is not None and len(image_shape) == 3 and image_shape[1] == image_shape[2]:
-            macs = count_macs(model, image_shape[1], image_shape[0], device)
-    finally:
-        for m, mode in zip(models, modes):
-            m.train(mode)
-
-    def acc(name: str, denominator: int) -> float | None:
-        ran = name in want or (name == "transfer" and transfer_from is not None)
-        if not ran or denominator == 0:
-            return None
-        return counts[name] / denominator
-
-    ran_pgd = any(a in want for a in ("fgsm", "pgd20", "pgd100"))
-    result = EvalResult(
-        nat_acc=acc("natural", n), fgsm_acc=acc("fgsm", n), pgd20_acc=acc("pgd20", n),
-        pgd100_acc=acc("pgd100", n), aa_acc=acc("aa", aa_n), transfer_acc=acc("transfer", n),
-        n=n, aa_n=aa_n if "aa" in want else None, eps=eps, alpha=alpha, params=params,
-        macs=macs,
-    )
-    aa_reference = counts["pgd_on_aa"] / aa_n if (ran_pgd and aa_n) else None
-    result.warnings = sanity_warnings(
-        n=n, nat_acc=result.nat_acc, fgsm_acc=result.fgsm_acc, pgd20_acc=result.pgd20_acc,
-        pgd100_acc=result.pgd100_acc, aa_acc=result.aa_acc, aa_reference=aa_reference,
-        transfer_acc=result.transfer_acc,
-    )
-    for line in result.warnings:
-        logger.warning("%s", line)
+            _evaluate_batch(model, x, y, plan, tally)
+        params, macs = count_params(model), _macs(model, tally.image_shape, device)
+    result = _result(plan, tally, eps=eps, alpha=alpha, params=params, macs=macs)
     result.wall_s = time.perf_counter() - t0
     return result

@@ -4,9 +4,16 @@
 on the **held-out val split** after every epoch (natural and ``eval_attack`` accuracy), keeps
 the best weights by ``select_on`` (the test split is never looked at), and writes a checkpoint
 every epoch. Resuming from it is exact: the data order, the augmentation and the attacks'
-random starts of an epoch are seeded from ``(seed, epoch)`` (the loader is rebuilt each
-epoch), and the checkpoint holds the weights, the optimiser (momentum buffers), the schedule
-position and the global RNG states (drop path draws from them).
+random starts of an epoch are seeded from ``(seed, epoch)`` by
+:func:`arnas_ray._loop.stream_seed` (streams ``train-data``, ``train-attack`` and
+``val-attack``; the loader is rebuilt each epoch), and the checkpoint holds the weights, the
+optimiser (momentum buffers), the epoch and the global RNG states (drop path draws from them).
+The learning rate is a pure function of the epoch (:func:`learning_rate`), so no scheduler
+state is stored (an old checkpoint's ``scheduler`` entry is ignored).
+
+One epoch is three named steps: :func:`_train_epoch` (SGD over the loader, stopping on a
+non-finite loss), :func:`_validate` and :func:`_end_epoch` (model selection, the history
+record, the checkpoint).
 
 Files in ``out_dir``: ``genotype.json``, ``checkpoint.pt`` (every epoch), ``history.jsonl``
 (one JSON line per epoch) and ``best.pt`` (the selected weights), all written atomically.
@@ -15,7 +22,6 @@ Files in ``out_dir``: ``genotype.json``, ``checkpoint.pt`` (every epoch), ``hist
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -30,12 +36,11 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from arnas_ray._atomic import atomic_write_text
-from arnas_ray._config import to_dict
-from arnas_ray.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from arnas_ray._loop import diverged, stream_seed
+from arnas_ray.checkpoint import save_checkpoint
 from arnas_ray.data import DataSplits, make_loader
-from arnas_ray.errors import CheckpointError, DivergenceError
 from arnas_ray.space import Genotype, count_macs, count_params
-from arnas_ray.train._model import FORMAT, build_network, metadata
+from arnas_ray.train._state import RunState, build_run, resume_run, save_run, write_history
 from arnas_ray.train.config import RetrainConfig
 from arnas_ray.train.evaluate import accuracies
 from arnas_ray.train.losses import training_loss
@@ -45,8 +50,6 @@ __all__ = ["RetrainResult", "learning_rate", "retrain"]
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[dict[str, Any]], None]
-#: Config fields that may differ between a run and its resumption (they do not change the math).
-_RESUME_FREE = ("num_workers",)
 _EVAL_BATCH = 256
 
 
@@ -105,11 +108,6 @@ def learning_rate(config: RetrainConfig, epoch: int) -> float:
     return config.lr * config.lr_gamma ** reached
 
 
-def _seed(config: RetrainConfig, epoch: int, stream: int) -> int:
-    """Seed of one random stream of one epoch: 0 data order, 1 training attacks, 2 validation."""
-    return config.seed * 1000 + epoch + stream * 2**40
-
-
 def _val_subset(data: DataSplits, limit: int | None) -> Dataset[Any]:
     val = data.val
     n = len(val)  # type: ignore[arg-type]
@@ -127,39 +125,123 @@ def _validate(model: nn.Module, data: DataSplits, config: RetrainConfig, device:
     model.eval()
     try:
         acc = accuracies(model, loader, device, {"nat": None, "pgd": config.eval_attack},
-                         seed=_seed(config, epoch, 2))
+                         seed=stream_seed(config.seed, epoch, "val-attack"))
     finally:
         model.train(was_training)
     return acc
 
 
-def _check_resumable(state: dict[str, Any], genotype: Genotype, config: RetrainConfig,
-                     meta: dict[str, Any], path: Path) -> None:
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {str(path)!r} has format {state.get('format')!r}, "
-                              f"expected {FORMAT!r}")
-    if Genotype.from_json(state["genotype"]) != genotype:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} was written for another genotype; pass resume=False or "
-            "use another out_dir"
-        )
-    for key in ("dataset", "num_classes", "in_channels", "image_size"):
-        if state.get(key) != meta[key]:
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} was written for {key}={state.get(key)!r}, but this run "
-                f"has {key}={meta[key]!r}; pass resume=False or use another out_dir"
-            )
-    old, new = state["config"], to_dict(config)
-    for key in sorted(set(old) | set(new)):
-        if key not in _RESUME_FREE and old.get(key) != new.get(key):
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} was written with {key}={old.get(key)!r}, but this run "
-                f"has {key}={new.get(key)!r}; pass resume=False or use another out_dir"
-            )
+@dataclass
+class _EpochStats:
+    lr: float
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+    steps: int = 0
+    train_s: float = 0.0
 
 
-def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+def _step(run: RunState, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, stats: _EpochStats,
+          epoch: int, step: int) -> None:
+    """One SGD step on ``config.method``'s loss; raises before updating on a non-finite value."""
+    config, model = run.config, run.model
+    amp = (torch.autocast(run.device.type, dtype=torch.bfloat16) if config.amp == "bf16"
+           else contextlib.nullcontext())
+    with amp:
+        res = training_loss(config.method, model, x, y, config.loss_spec(), generator=gen)
+    loss = res.loss.float()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    finite = torch.isfinite(loss)
+    if config.grad_clip > 0:
+        norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        finite = finite & torch.isfinite(norm)
+    if not bool(finite):  # one sync per step; the weights are not updated
+        kept = run.ckpt_path if run.ckpt_path is not None and run.ckpt_path.exists() else None
+        raise diverged(epoch=epoch + 1, step=step, lrs={"lr": stats.lr},
+                       what=f"training loss ({loss.item()}) or gradient norm "
+                            f"(method={config.method})",
+                       checkpoint=kept, checkpoint_epoch=len(run.history))
+    run.optimizer.step()
+    n = int(y.shape[0])
+    stats.loss_sum += loss.detach() * n
+    stats.correct += (res.logits.detach().argmax(dim=1) == y).sum()
+    stats.seen += n
+    stats.steps += 1
+
+
+def _train_epoch(run: RunState, epoch: int) -> _EpochStats:
+    """One pass (at most ``steps_per_epoch`` steps) over a loader seeded for this epoch."""
+    config, model, device = run.config, run.model, run.device
+    stats = _EpochStats(learning_rate(config, epoch), torch.zeros((), device=device),
+                        torch.zeros((), dtype=torch.long, device=device))
+    for group in run.optimizer.param_groups:
+        group["lr"] = stats.lr
+    model.drop_path_prob = config.drop_path_prob * epoch / config.epochs
+    drop_last = len(run.data.train) > config.batch_size  # type: ignore[arg-type]  # BN: no batch of 1
+    loader = make_loader(run.data.train, config.batch_size, shuffle=True,
+                         seed=stream_seed(config.seed, epoch, "train-data"), drop_last=drop_last,
+                         num_workers=config.num_workers, pin_memory=device.type == "cuda")
+    gen = torch.Generator(device=device).manual_seed(stream_seed(config.seed, epoch,
+                                                                 "train-attack"))
+    model.train()
+    t_train = time.perf_counter()
+    for step, (x, y) in enumerate(loader, start=1):
+        if config.steps_per_epoch is not None and step > config.steps_per_epoch:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        _step(run, x, y, gen, stats, epoch, step)
+    stats.train_s = time.perf_counter() - t_train
+    return stats
+
+
+def _end_epoch(run: RunState, epoch: int, stats: _EpochStats, val: dict[str, float],
+               t_epoch: float) -> dict[str, Any]:
+    """Select on the val metric, append the epoch's record, write the checkpoint."""
+    config, model = run.config, run.model
+    metric = val["pgd"] if config.select_on == "pgd" else val["nat"]
+    if run.best is None or metric > run.best["metric"]:
+        run.best = {"epoch": epoch + 1, "metric": metric,
+                    "model": {k: v.detach().to("cpu", copy=True)
+                              for k, v in model.state_dict().items()}}
+    seen = max(stats.seen, 1)
+    record = {
+        "epoch": epoch + 1, "epochs": config.epochs,
+        "train_loss": stats.loss_sum.item() / seen, "train_acc": stats.correct.item() / seen,
+        "val_nat_acc": val["nat"], "val_pgd_acc": val["pgd"], "lr": stats.lr,
+        "drop_path_prob": model.drop_path_prob, "steps": stats.steps,
+        "wall_s": time.perf_counter() - t_epoch,
+        "images_per_s": stats.seen / stats.train_s if stats.train_s > 0 else 0.0,
+        "best_epoch": run.best["epoch"],
+    }
+    run.history.append(record)
+    logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, record)
+    save_run(run, epoch)
+    return record
+
+
+def _finish(run: RunState) -> RetrainResult:
+    """Load the selected weights, write ``best.pt``, and describe the run."""
+    best, history, model = run.best, run.history, run.model
+    assert best is not None  # epochs >= 1, so at least one epoch ran or was restored
+    model.load_state_dict(best["model"])
+    model.eval()
+    best_path = None
+    if run.out is not None:
+        best_path = run.out / "best.pt"
+        save_checkpoint(best_path, {**run.meta, "epoch": best["epoch"], "metric": best["metric"],
+                                    "model": best["model"], "metrics": history[best["epoch"] - 1]})
+        write_history(run.out, history)
+    data = run.data
+    return RetrainResult(
+        best_epoch=int(best["epoch"]), best_metric=float(best["metric"]), history=history,
+        final=history[-1], best=history[best["epoch"] - 1], best_path=best_path,
+        checkpoint_path=run.ckpt_path, params=count_params(model),
+        macs=count_macs(model, data.image_size, data.channels, run.device),
+        wall_s=run.wall_s(), model=model,
+    )
 
 
 def retrain(
@@ -175,10 +257,10 @@ def retrain(
     """Train the network of ``genotype`` with ``config`` on ``data``; select on the val split.
 
     Per epoch (0-based ``e``): learning rate :func:`learning_rate`, drop path
-    ``drop_path_prob * e / epochs`` (DARTS), a loader seeded with ``seed * 1000 + e``, one pass
-    (at most ``steps_per_epoch`` steps) of SGD on ``config.method``'s loss with gradient
-    clipping, then validation on ``data.val`` (at most ``val_samples`` examples): natural and
-    ``eval_attack`` accuracy. The global torch RNG is seeded with ``seed`` inside
+    ``drop_path_prob * e / epochs`` (DARTS), a loader seeded with
+    ``stream_seed(seed, e, "train-data")``, one pass (at most ``steps_per_epoch`` steps) of SGD
+    on ``config.method``'s loss with gradient clipping, then validation on ``data.val`` (at most
+    ``val_samples`` examples): natural and ``eval_attack`` accuracy. The global torch RNG is seeded with ``seed`` inside
     ``torch.random.fork_rng``, so the caller's RNG state is left as it was.
 
     Args:
@@ -201,7 +283,8 @@ def retrain(
         DivergenceError: a non-finite loss or gradient norm; names the epoch and the step
             (1-based); the previous epoch's checkpoint stays on disk.
         CheckpointError: the checkpoint to resume from is truncated, unsafe, or was written
-            by a different run (another genotype or config).
+            by a different run (another genotype, data shape or config); the message starts
+            with the file.
 
     Example:
         >>> from arnas_ray.data import load_dataset
@@ -221,139 +304,16 @@ def retrain(
 def _retrain(genotype: Genotype, config: RetrainConfig, data: DataSplits, device: torch.device,
              out_dir: str | os.PathLike[str] | None, callback: Callback | None,
              resume: bool) -> RetrainResult:
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / "checkpoint.pt" if out is not None else None
-    meta = metadata(genotype, config, num_classes=data.num_classes, in_channels=data.channels,
-                    image_size=data.image_size, dataset=data.name)
-    model = build_network(genotype, config, data.num_classes, data.channels).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    params = count_params(model)
-    macs = count_macs(model, data.image_size, data.channels, device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    start = 0
-    wall_before = 0.0
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        _check_resumable(state, genotype, config, meta, ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        start, history, best = int(state["epoch"]), list(state["history"]), state["best"]
-        wall_before = float(state.get("wall_s", 0.0))
-        logger.info("resuming %s after epoch %d of %d", ckpt_path, start, config.epochs)
-    elif out is not None:
-        atomic_write_text(out / "genotype.json", genotype.to_json(indent=2) + "\n")
-
-    train_size = len(data.train)  # type: ignore[arg-type]
-    drop_last = train_size > config.batch_size  # a batch of 1 breaks BN in the auxiliary head
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if config.amp == "bf16"
-           else contextlib.nullcontext())
-    aux_weight = config.auxiliary_weight if config.auxiliary else 0.0
-    t_session = time.perf_counter()
-    for epoch in range(start, config.epochs):
+    run = build_run(genotype, config, data, device, out_dir)
+    if run.ckpt_path is not None and resume and run.ckpt_path.exists():
+        resume_run(run, run.ckpt_path)
+    elif run.out is not None:
+        atomic_write_text(run.out / "genotype.json", genotype.to_json(indent=2) + "\n")
+    for epoch in range(run.start, config.epochs):
         t_epoch = time.perf_counter()
-        lr = learning_rate(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.drop_path_prob = config.drop_path_prob * epoch / config.epochs
-        loader = make_loader(data.train, config.batch_size, shuffle=True,
-                             seed=_seed(config, epoch, 0), drop_last=drop_last,
-                             num_workers=config.num_workers, pin_memory=device.type == "cuda")
-        gen = torch.Generator(device=device).manual_seed(_seed(config, epoch, 1))
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        seen, steps = 0, 0
-        t_train = time.perf_counter()
-        for step, (x, y) in enumerate(loader, start=1):
-            if config.steps_per_epoch is not None and step > config.steps_per_epoch:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with amp:
-                res = training_loss(config.method, model, x, y, spec=config.attack,
-                                    beta=config.trades_beta, auxiliary_weight=aux_weight,
-                                    craft_mode=config.craft_mode, generator=gen)
-            loss = res.loss.float()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            finite = torch.isfinite(loss)
-            if config.grad_clip > 0:
-                norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                finite = finite & torch.isfinite(norm)
-            if not bool(finite):  # one sync per step; the weights are not updated
-                kept = (f"the last good checkpoint {str(ckpt_path)!r} (epoch {len(history)}) "
-                        "is kept" if ckpt_path is not None and ckpt_path.exists()
-                        else "no checkpoint had been written yet")
-                raise DivergenceError(
-                    f"non-finite training loss ({loss.item()}) or gradient at epoch {epoch + 1}, "
-                    f"step {step} (method={config.method}, lr={lr}); {kept}",
-                    epoch=epoch + 1, step=step,
-                )
-            optimizer.step()
-            n = int(y.shape[0])
-            loss_sum += loss.detach() * n
-            correct += (res.logits.detach().argmax(dim=1) == y).sum()
-            seen += n
-            steps += 1
-        train_s = time.perf_counter() - t_train
-        val = _validate(model, data, config, device, epoch)
-        metric = val["pgd"] if config.select_on == "pgd" else val["nat"]
-        if best is None or metric > best["metric"]:
-            best = {"epoch": epoch + 1, "metric": metric,
-                    "model": {k: v.detach().to("cpu", copy=True)
-                              for k, v in model.state_dict().items()}}
-        record = {
-            "epoch": epoch + 1,
-            "epochs": config.epochs,
-            "train_loss": loss_sum.item() / max(seen, 1),
-            "train_acc": correct.item() / max(seen, 1),
-            "val_nat_acc": val["nat"],
-            "val_pgd_acc": val["pgd"],
-            "lr": lr,
-            "drop_path_prob": model.drop_path_prob,
-            "steps": steps,
-            "wall_s": time.perf_counter() - t_epoch,
-            "images_per_s": seen / train_s if train_s > 0 else 0.0,
-            "best_epoch": best["epoch"],
-        }
-        history.append(record)
-        logger.info("epoch %d/%d: %s", epoch + 1, config.epochs, record)
-        if out is not None and ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                **meta,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": {"schedule": config.schedule, "epoch": epoch + 1,
-                              "lr": learning_rate(config, min(epoch + 1, config.epochs - 1))},
-                "rng": rng_state(),
-                "history": history,
-                "best": best,
-                "wall_s": wall_before + time.perf_counter() - t_session,
-            })
-            _write_history(out, history)
+        stats = _train_epoch(run, epoch)
+        val = _validate(run.model, data, config, device, epoch)
+        record = _end_epoch(run, epoch, stats, val, t_epoch)
         if callback is not None:
             callback(dict(record))
-
-    assert best is not None  # epochs >= 1, so at least one epoch ran or was restored
-    model.load_state_dict(best["model"])
-    model.eval()
-    best_path = None
-    if out is not None:
-        best_path = out / "best.pt"
-        save_checkpoint(best_path, {**meta, "epoch": best["epoch"], "metric": best["metric"],
-                                    "model": best["model"],
-                                    "metrics": history[best["epoch"] - 1]})
-        _write_history(out, history)
-    return RetrainResult(
-        best_epoch=int(best["epoch"]), best_metric=float(best["metric"]), history=history,
-        final=history[-1], best=history[best["epoch"] - 1], best_path=best_path,
-        checkpoint_path=ckpt_path, params=params, macs=macs,
-        wall_s=wall_before + time.perf_counter() - t_session, model=model,
-    )
+    return _finish(run)

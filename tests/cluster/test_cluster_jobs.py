@@ -1,7 +1,9 @@
 """Sweeps submitted with `arnas-ray sweep submit` to a real three-node Ray cluster on this
-machine (a head without CPUs and two 1-CPU workers, each a separate `ray start` with token
-auth): a sweep spread over both workers, refused submissions, and a worker node killed under
-a running search trial.
+machine (a head without CPUs and two workers with 2 CPUs and one logical GPU each, each a
+separate `ray start` with token auth): a sweep spread over both workers, refused submissions,
+the paper's spec submitted from a machine without its data (its trials fail on the nodes
+without it; the job is FAILED), and a worker node killed under a running search trial whose
+checkpoints live in an S3 bucket (moto on 127.0.0.1).
 
 The CLI runs in subprocesses (the real `arnas-ray` console script), so this process never
 imports ray. Every process the tests start is stopped by PID: the cluster by `LocalCluster.stop`
@@ -10,13 +12,9 @@ imports ray. Every process the tests start is stopped by PID: the cluster by `Lo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,67 +24,9 @@ import yaml
 
 from arnas_ray.results import read_table
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-ARNAS = str(BIN / "arnas-ray")
+from .conftest import ARNAS, ROOT, TINY
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
-
-
-def _load_local_cluster():
-    spec = importlib.util.spec_from_file_location(
-        "arnas_local_cluster", ROOT / "cluster" / "local_cluster.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-lc = _load_local_cluster()
-
-TINY = {
-    "dataset": {"name": "digits", "image_size": 8, "limit": 200},
-    "search": {"channels": 4, "cells": 3, "epochs": 1, "batch_size": 16, "steps_per_epoch": 2,
-               "eval_samples": 32, "order": "first"},
-    "resources": {"cpu": 1, "gpu": 0},
-    "skip_retrain": True,
-}
-
-NODE_ENV = {
-    # the job's entrypoint runs `python` from PATH on the head node: this interpreter
-    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    # GCS declares a silent node dead after ~3 s instead of ~30 s
-    "RAY_health_check_initial_delay_ms": "1000",
-    "RAY_health_check_period_ms": "1000",
-    "RAY_health_check_timeout_ms": "1000",
-    "RAY_health_check_failure_threshold": "3",
-}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("cluster") / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in NODE_ENV.items():
-            mp.setenv(key, value)
-        for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-            mp.delenv(key, raising=False)
-        c = lc.LocalCluster(state).start(n_workers=2, cpus=1, head_cpus=0, timeout_s=150)
-    try:
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture()
-def client_env(tmp_path):
-    """A CLI environment without any Ray setting, and a HOME with no ~/.ray/auth_token."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(home), PATH=NODE_ENV["PATH"])
-    return env
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -126,6 +66,7 @@ def _head_and_workers(cluster) -> tuple[str, dict[str, str]]:
     return head[0], {k: v for k, v in roles.items() if v != "head"}
 
 
+@pytest.mark.timeout(420)
 def test_submitted_sweep_runs_on_both_workers(cluster, client_env, tmp_path):
     storage = tmp_path / "runs"
     spec = _spec(tmp_path, "spread",
@@ -133,8 +74,8 @@ def test_submitted_sweep_runs_on_both_workers(cluster, client_env, tmp_path):
                        "channel_ratios": [[1, 2, 2], [1, 2, 4]], "equal_width": True})
     env = {**client_env, "RAY_AUTH_TOKEN": cluster.token}
     sub = _cli(["sweep", "submit", str(spec), "--address", cluster.dashboard_url,
-                "--storage", str(storage), "--with-source", "--wait", "--timeout", "180"],
-               env, timeout=240)
+                "--storage", str(storage), "--with-source", "--wait", "--timeout", "300"],
+               env, timeout=360)
     assert sub.returncode == 0, sub.stdout + sub.stderr[-3000:]
     job_id, state = sub.stdout.split()
     assert job_id.startswith("raysubmit_") and state == "SUCCEEDED"
@@ -192,90 +133,20 @@ def test_submission_without_or_with_a_wrong_token_is_refused(cluster, client_env
     assert not (tmp_path / "runs").exists()
 
 
-def _records(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def test_paper_spec_submitted_without_its_data_fails_on_the_nodes(cluster, client_env, tmp_path, s3):
+    """The submitting machine has no /data/cifar10: a warning, not an error; each trial checks
+    the root on its own node and fails naming node and path; the job ends FAILED."""
+    from arnas_ray.results.rundir import RunDir
 
-
-def _kill_node(cluster, role: str) -> list[int]:
-    """SIGKILL one recorded node: its process group and the leader's descendants (a machine
-    that loses power: nothing shuts down cleanly)."""
-    node = next(n for n in cluster.nodes() if n.role == role)
-    procs = {}
-    leader = node.process()
-    assert leader is not None
-    procs.update((p.pid, p) for p in leader.children(recursive=True))
-    procs[leader.pid] = leader
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == node.pid:
-                procs[proc.pid] = proc
-        except ProcessLookupError:
-            continue
-    for proc in procs.values():
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(list(procs.values()), timeout=10)
-    return sorted(procs)
-
-
-@pytest.mark.timeout(600)
-def test_trial_resumes_from_its_checkpoint_when_its_node_dies(cluster, client_env, tmp_path):
-    """Runs last in this module: it kills worker node of the cluster."""
-    epochs = 3
-    storage = tmp_path / "runs"
-    spec = _spec(tmp_path, "fault",
-                 search={**TINY["search"], "epochs": epochs, "steps_per_epoch": 3},
-                 grid={"placement": ["arnas", "robust-first"], "channel_ratios": [[1, 2, 2]]},
-                 max_failures=2)
+    paper = ROOT / "examples" / "cifar10_paper.yaml"
+    assert not Path("/data/cifar10").exists()
+    prefix = f"paper-{tmp_path.name}"
     env = {**client_env, "RAY_AUTH_TOKEN": cluster.token}
-    sub = _cli(["sweep", "submit", str(spec), "--address", cluster.dashboard_url,
-                "--storage", str(storage)], env)
-    assert sub.returncode == 0, sub.stderr[-3000:]
-    job_id = sub.stdout.split()[0]
-    head, workers = _head_and_workers(cluster)
-
-    # wait until a trial has reported its first epoch (and checkpoint) and is in its second
-    experiment = storage / "fault" / "tune" / "search"
-    deadline = time.monotonic() + 200
-    victim = None
-    while victim is None:
-        assert time.monotonic() < deadline, "no trial reported an epoch in time"
-        for trial_dir in sorted(experiment.glob("*/")) if experiment.exists() else []:
-            recs = _records(trial_dir)
-            if recs and recs[-1].get("epoch") == 1 and list(trial_dir.glob("checkpoint_*")):
-                victim = trial_dir, recs[-1]["trial_key"], recs[-1]["node"]
-                break
-        time.sleep(0.2)
-    trial_dir, key, dead_node = victim
-    assert dead_node in workers
-    killed = _kill_node(cluster, workers[dead_node])
-    assert killed
-
-    wait = _cli(["sweep", "job-status", job_id, "--wait", "--timeout", "300",
-                 "--address", cluster.dashboard_url], env, timeout=330)
-    logs = _cli(["sweep", "logs", job_id, "--address", cluster.dashboard_url], env)
-    assert wait.returncode == 0 and wait.stdout.strip() == "SUCCEEDED", logs.stdout[-3000:]
-
-    # the killed trial: Tune's records of it, in order, across the failure
-    recs = _records(trial_dir)
-    nodes = [r["node"] for r in recs]
-    assert nodes[0] == dead_node and nodes[-1] != dead_node, nodes  # it moved to the survivor
-    assert set(nodes) <= set(workers)
-    running = [r["epoch"] for r in recs if r["status"] == "running"]
-    # resumed from its checkpoint: every epoch reported once, none restarted from 1
-    assert running == list(range(1, epochs + 1)), running
-    assert recs[-1]["status"] == "finished" and recs[-1]["epoch"] == epochs
-    # Tune's iteration counter continued across the restore as well
-    assert [r["training_iteration"] for r in recs] == list(range(1, len(recs) + 1))
-
-    table = read_table(storage / "fault" / "results.parquet")
-    assert sorted(table["trial_id"]) == ["arnas_1-2-2_mgda_s2", "robust-first_1-2-2_mgda_s2"]
-    assert key in set(table["trial_id"])
-    assert not table.duplicated(["stage", "trial_id"]).any()
-    assert (table["status"] == "finished").all() and (table["epochs"] == epochs).all()
-    assert table.loc[table["trial_id"] == key, "node"].item() != dead_node
+    sub = _cli(["sweep", "submit", str(paper), "--address", cluster.dashboard_url, "--storage", s3.uri(prefix),
+                "--with-source", "--wait", "--timeout", "240"], env, timeout=300)
+    assert "warning: dataset.root: '/data/cifar10' does not exist on this machine" in sub.stderr
+    assert sub.returncode == 1 and sub.stdout.split()[1] == "FAILED", sub.stdout + sub.stderr[-3000:]
+    assert "no search trial finished (1 of 1 failed): see sweep status" in sub.stderr  # the log's tail
+    row = RunDir.for_sweep(s3.uri(prefix), "cifar10-paper").read_table().iloc[0]
+    assert row["status"] == "failed", row.to_dict()
+    assert row["error"].startswith("TrialSetupError: data set root '/data/cifar10' (cifar10) does not exist on node ")

@@ -86,24 +86,32 @@ def test_unreachable_address_is_a_jobs_error():
     [
         (None, "runs", "spec.storage: 'runs' is relative"),
         ("rel/dir", "/abs", "storage: 'rel/dir' is relative"),
-        ("s3://bucket/runs", "/abs", "storage: 's3://bucket/runs' is a URI"),
-        (None, "gs://bucket/runs", "spec.storage: 'gs://bucket/runs' is a URI"),
     ],
 )
-def test_storage_must_be_an_absolute_shared_path(no_connect, storage, spec_storage, match):
+def test_local_storage_must_be_an_absolute_shared_path(no_connect, storage, spec_storage, match):
     spec = SweepSpec.from_dict({**SPEC, "storage": spec_storage})
     with pytest.raises(SpecError, match=match):
         jobs.submit_sweep(spec, "http://127.0.0.1:8265", storage=storage)
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/runs", "gs://bucket/runs?endpoint_override=x:1"])
+def test_object_store_storage_is_passed_on(uri):
+    """Every node reaches an object store itself: the URI goes to the entrypoint as it is, and
+    the driver starts in the home directory (the job's working dir may be unpacked again)."""
+    words = shlex.split(jobs.sweep_entrypoint(uri))
+    assert words[words.index("--storage") + 1] == uri and "mkdir" not in words
+    assert words[:5] == ["SPEC=$PWD/spec.yaml", "&&", "cd", "$HOME", "&&"]
 
 
 # ------------------------------------------------------------------- what a job carries
 def test_entrypoint_runs_the_pipeline_with_the_shipped_spec():
     cmd = jobs.sweep_entrypoint("/shared/my runs")
     # the driver leaves the job's working dir (Ray may unpack it again) for the storage dir
+    # a retried job (a new head) waits for the previous driver's lease to go stale
     assert shlex.split(cmd) == [
         "SPEC=$PWD/spec.yaml", "&&", "mkdir", "-p", "/shared/my runs", "&&", "cd",
         "/shared/my runs", "&&", "exec", "python", "-m", "arnas_ray", "sweep", "run", "$SPEC",
-        "--address", "auto", "--storage", "/shared/my runs"]
+        "--address", "auto", "--storage", "/shared/my runs", "--lease-wait", str(jobs.SUBMIT_LEASE_WAIT_S)]
 
 
 def test_entrypoint_runs_in_a_shell(tmp_path):
@@ -120,7 +128,7 @@ def test_entrypoint_runs_in_a_shell(tmp_path):
     out = subprocess.run(["/bin/sh", "-c", jobs.sweep_entrypoint(str(storage), python=str(fake))],
                          cwd=work, capture_output=True, text=True, check=True).stdout.splitlines()
     assert out == [str(storage), "-m", "arnas_ray", "sweep", "run", str(work / "spec.yaml"),
-                   "--address", "auto", "--storage", str(storage)]
+                   "--address", "auto", "--storage", str(storage), "--lease-wait", str(jobs.SUBMIT_LEASE_WAIT_S)]
 
 
 def test_runtime_env(tmp_path):
@@ -164,7 +172,7 @@ def test_submit_sends_the_spec_and_entrypoint(monkeypatch, tmp_path):
     assert SweepSpec.from_dict(seen["spec"]) == spec
     assert "py_modules" not in seen["runtime_env"]
     assert seen["metadata"] == {"arnas_ray_sweep": "unit-submit", "storage": "/shared/runs"}
-    assert shlex.split(seen["entrypoint"])[-2:] == ["--storage", "/shared/runs"]
+    assert shlex.split(seen["entrypoint"])[-4:-2] == ["--storage", "/shared/runs"]
     assert sub.entrypoint == seen["entrypoint"]
     assert not Path(seen["runtime_env"]["working_dir"]).exists()  # temp dir removed
 
@@ -203,5 +211,30 @@ def test_cli_names_do_not_clash(capsys):
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     out = capsys.readouterr().out
-    for name in ("run", "validate", "resume", "status", "submit", "logs", "job-status"):
+    for name in ("run", "validate", "resume", "status", "stop", "submit", "logs", "job-status"):
         assert name in out
+
+
+def test_submit_options_extend_the_runtime_env(monkeypatch, tmp_path):
+    """--env and --runtime-env-json as `ray job submit` has them; bad ones exit 2 with one line."""
+    seen = {}
+
+    class FakeClient:
+        def get_address(self):
+            return "http://head:8265"
+
+        def submit_job(self, *, entrypoint, runtime_env, submission_id, metadata):
+            seen["runtime_env"] = runtime_env
+            return "raysubmit_x"
+
+    monkeypatch.setattr(jobs, "connect", lambda address, *, token=None, token_source="": FakeClient())
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    args = ["sweep", "submit", str(spec_file), "--address", "http://head:8265", "--storage", "s3://b/runs"]
+    assert main([*args, "--env", "A=1", "--env", "B=x=y", "--runtime-env-json",
+                 '{"pip": ["einops"], "env_vars": {"A": "0", "C": "2"}}']) == 0
+    env = seen["runtime_env"]
+    assert env["pip"] == ["einops"] and env["env_vars"] == {"A": "1", "B": "x=y", "C": "2"}
+    assert main([*args, "--env", "NOEQUALS"]) == 2
+    assert main([*args, "--runtime-env-json", "[1, 2]"]) == 2
+    assert main([*args, "--runtime-env-json", '{"working_dir": "/x"}']) == 2

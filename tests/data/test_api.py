@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
 
 import arnas_ray.data as data
-from arnas_ray.data import DATASETS, load_dataset
+from arnas_ray.data import DATASETS, DataRequest, DataSplits, load_dataset
 from arnas_ray.data._transforms import Cutout, RandomCropPad, RandomHorizontalFlip
 from arnas_ray.errors import SpecError
 
@@ -75,3 +78,49 @@ def test_flip_and_cutout() -> None:
     )  # a rectangle
     with pytest.raises(SpecError):
         Cutout(0)
+
+
+def test_factories_get_one_frozen_request_and_their_own_options() -> None:
+    seen: list[tuple[DataRequest, dict]] = []
+
+    def probe(request: DataRequest, *, scale: float = 1.0) -> DataSplits:
+        seen.append((request, {"scale": scale}))
+        return load_dataset("synthetic", **request.as_kwargs(), num_train=40, num_test=8)
+
+    name = "probe-request"
+    if name not in DATASETS:
+        DATASETS.add(name, probe)
+    load_dataset(name, root="~/x", image_size=8, cutout=2, seed=5, limit=30, scale=2.0)
+    request, options = seen[-1]
+    assert request == DataRequest(root=Path("~/x").expanduser().absolute(), image_size=8,
+                                  augment=True, cutout=2, val_fraction=0.1, seed=5, limit=30)
+    assert options == {"scale": 2.0}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        request.seed = 1  # type: ignore[misc]
+    with pytest.raises(SpecError, match=r"dataset.colour.*its options: \['scale'\]"):
+        load_dataset(name, colour=1)
+
+
+def test_keyword_form_factories_still_work() -> None:
+    """A user factory written before DataRequest (keyword arguments) is called as before."""
+    calls: list[dict] = []
+
+    def legacy(*, root, image_size, augment, cutout, val_fraction, seed, limit) -> DataSplits:
+        calls.append(dict(root=root, image_size=image_size, seed=seed, limit=limit))
+        return load_dataset("synthetic", image_size=image_size, seed=seed, num_train=40,
+                            num_test=8)
+
+    name = "probe-legacy"
+    if name not in DATASETS:
+        DATASETS.add(name, legacy)
+    splits = load_dataset(name, image_size=8, seed=3, limit=20)
+    assert calls[-1] == {"root": None, "image_size": 8, "seed": 3, "limit": 20}
+    assert splits.image_size == 8
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [({"cutout": -2}, "dataset.cutout"),
+                                               ({"val_fraction": 1.5}, "dataset.val_fraction")])
+def test_request_validates_its_fields(kwargs: dict, field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        DataRequest(**kwargs)
+    assert info.value.field == field

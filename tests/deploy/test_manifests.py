@@ -13,7 +13,6 @@ import importlib.util
 import json
 import re
 import secrets
-import shlex
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,9 @@ import jsonschema
 import pytest
 import yaml
 
+from ._yaml import docs as _docs
+from ._yaml import one as _one
+
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 KUBERAY = CLUSTER / "kuberay"
@@ -30,15 +32,6 @@ SCHEMAS = KUBERAY / "schemas"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 LAUNCHERS = [CLUSTER / "aws.yaml", CLUSTER / "gcp.yaml"]
 RAY_VERSION = importlib.metadata.version("ray")
-
-
-def _docs(path: Path) -> list[dict]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def _one(path: Path, kind: str) -> dict:
-    (doc,) = [d for d in _docs(path) if d.get("kind") == kind]
-    return doc
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:
@@ -69,11 +62,18 @@ def _load_make_schemas():
 # ------------------------------------------------------------------------------ all YAML files
 def test_every_yaml_under_cluster_parses():
     paths = sorted(CLUSTER.rglob("*.y*ml"))
-    assert {p.name for p in paths} >= {"aws.yaml", "gcp.yaml", "raycluster.yaml", "rayjob.yaml"}
+    assert {p.name for p in paths} >= {"aws.yaml", "gcp.yaml", "raycluster.yaml", "rayjob.yaml",
+                                       "serviceaccount.yaml", "sweep-configmap.yaml", "pvc.yaml"}
     for path in paths:
         docs = _docs(path)
         assert docs, path
+        if path.name.endswith("-patch.yaml"):  # a JSON patch: one list of operations
+            (ops,) = docs
+            assert ops and all(set(op) == {"op", "path", "value"} for op in ops), path
+            continue
         assert all(isinstance(d, dict) for d in docs), path
+        if path.parent != CLUSTER:  # Kubernetes objects
+            assert all({"apiVersion", "kind", "metadata"} <= set(d) for d in docs), path
 
 
 def test_no_literal_token_anywhere_in_cluster():
@@ -208,46 +208,8 @@ def test_token_env_from_secret_on_every_container(name, spec):
         assert security["runAsNonRoot"] is True and security["runAsUser"] == 1000, group
 
 
-def test_results_volume_is_shared_and_mounted():
-    pvc = _one(KUBERAY / "raycluster.yaml", "PersistentVolumeClaim")
-    assert pvc["metadata"]["name"] == "arnas-results"
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
-    for _, spec in _cluster_specs():
-        for group, g in _groups(spec):
-            pod = g["template"]["spec"]
-            claims = {
-                v["name"]: v["persistentVolumeClaim"]["claimName"]
-                for v in pod["volumes"] if "persistentVolumeClaim" in v
-            }
-            mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
-            assert any(
-                claims.get(name) == "arnas-results" and path == "/mnt/results"
-                for name, path in mounts.items()
-            ), group
-
-
-def test_rayjob_runs_the_configmap_spec():
-    job = _one(KUBERAY / "rayjob.yaml", "RayJob")
-    config_map = _one(KUBERAY / "rayjob.yaml", "ConfigMap")
-    spec = job["spec"]
-    assert spec["shutdownAfterJobFinishes"] is True
-    argv = shlex.split(spec["entrypoint"])
-    assert argv[:3] == ["arnas-ray", "sweep", "run"]
-    spec_path = Path(argv[3])
-    storage = argv[argv.index("--storage") + 1]
-    head_pod = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in head_pod["volumes"]}
-    mounts = {m["mountPath"]: m for m in head_pod["containers"][0]["volumeMounts"]}
-    # The spec path is a key of the ConfigMap, mounted (read-only) where the entrypoint runs.
-    mount = mounts[str(spec_path.parent)]
-    assert volumes[mount["name"]]["configMap"]["name"] == config_map["metadata"]["name"]
-    assert mount.get("readOnly") is True
-    assert spec_path.name in config_map["data"]
-    assert storage in mounts and "persistentVolumeClaim" in volumes[mounts[storage]["name"]]
-
-
 def test_configmap_spec_is_a_valid_sweep_spec():
-    config_map = _one(KUBERAY / "rayjob.yaml", "ConfigMap")
+    config_map = _one(KUBERAY / "sweep-configmap.yaml", "ConfigMap")
     data = yaml.safe_load(config_map["data"]["sweep.yaml"])
     assert isinstance(data, dict) and data["name"]
     assert data["resources"]["gpu"] > 0  # the example uses the GPU workers
@@ -265,7 +227,8 @@ def test_rayjob_cluster_matches_the_raycluster():
 
     def shape(spec):
         return [
-            (name, g.get("minReplicas"), g.get("maxReplicas"),
+            (name, g.get("minReplicas"), g.get("maxReplicas"), g["template"]["spec"].get("serviceAccountName"),
+             g.get("rayStartParams"),
              [(c["image"], c["resources"]) for c in g["template"]["spec"]["containers"]])
             for name, g in _groups(spec)
         ]

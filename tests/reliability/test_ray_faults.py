@@ -32,6 +32,7 @@ ray = pytest.importorskip("ray")
 
 from arnas_ray.results import read_table, select_front  # noqa: E402
 from arnas_ray.sweep import SweepSpec, resume_sweep, run_sweep  # noqa: E402
+from arnas_ray.sweep.faults import FAULTS_ENV  # noqa: E402
 from tests.reliability import _faulty_data as faulty  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -103,7 +104,7 @@ def test_secret_grep_finds_a_leak(tmp_path):
         assert_no_secret(tmp_path)
 
 
-def test_faulty_trials_fail_alone(ray_cluster, tmp_path):
+def test_faulty_trials_fail_alone(ray_cluster, tmp_path, monkeypatch):
     root = tmp_path / "faulty_root"
     root.mkdir()
     (root / "train.npz").write_bytes(b"PK\x03\x04 this is not a zip archive" * 10)  # corrupt file
@@ -114,11 +115,13 @@ def test_faulty_trials_fail_alone(ray_cluster, tmp_path):
         dataset={"name": faulty.NAME, "root": str(root), "image_size": 8, "limit": 128},
         grid={"placement": ["arnas"],
               "seed": [faulty.SEED_OK, faulty.SEED_CORRUPT, faulty.SEED_OOM, faulty.SEED_DIVERGE]},
-        test_faults={"diverge": [diverge_key]},
     )
+    monkeypatch.setenv(FAULTS_ENV, json.dumps({"diverge": [diverge_key]}))
     result = run_sweep(spec, report=False)
+    assert not result.ok and result.message == "3 of 4 search trials failed: see sweep status"
 
-    table = read_table(result.run_dir / "results.parquet")
+    run_dir = result.run_dir.local_path()
+    table = read_table(run_dir / "results.parquet")
     rows = {int(r.seed): r for r in table.itertuples()}
     assert sorted(rows) == [2, 3, 4, 5] and len(table) == 4, table[["trial_id", "status"]]
     assert rows[faulty.SEED_OK].status == "finished"
@@ -130,10 +133,15 @@ def test_faulty_trials_fail_alone(ray_cluster, tmp_path):
         assert isinstance(row.error, str) and reason.lower() in row.error.lower(), (seed, row.error)
         assert pd.isna(row.pareto_rank), (seed, row.pareto_rank)
     assert result.summary["failed"] == 3
+    # the errored trial's row names Tune's error file, which holds the traceback
+    corrupt = rows[faulty.SEED_CORRUPT]
+    assert corrupt.error_file and 'File "' in Path(corrupt.error_file).read_text()
+    assert "\n" not in corrupt.error and corrupt.error.startswith("BadZipFile: "), corrupt.error
+    assert all(pd.isna(rows[s].error_file) for s in (faulty.SEED_OOM, faulty.SEED_DIVERGE))
     # a divergence and an OOM are deterministic: reported once, not retried (no Tune error);
     # the data error is an ordinary exception: retried up to max_failures, then an error
     errored = {}
-    for params in (result.run_dir / "tune" / "search").glob("*/params.json"):
+    for params in (run_dir / "tune" / "search").glob("*/params.json"):
         key = json.loads(params.read_text())["point"]["key"]
         errored[key] = (params.parent / "error.txt").exists()
     assert errored == {rows[s].trial_id: s == faulty.SEED_CORRUPT for s in rows}, errored
@@ -144,7 +152,7 @@ def test_faulty_trials_fail_alone(ray_cluster, tmp_path):
     forged.loc[failed, ["nat_acc", "pgd_acc"]] = 1.0
     front = select_front(forged[forged["stage"] == "search"], spec.selection.objectives, top_k=5)
     assert list(front["trial_id"]) == [rows[faulty.SEED_OK].trial_id]
-    assert_no_secret(result.run_dir)
+    assert_no_secret(run_dir)
 
 
 def test_corrupt_trial_checkpoint_fails_only_that_trial(ray_cluster, tmp_path):
@@ -177,7 +185,7 @@ def test_corrupt_trial_checkpoint_fails_only_that_trial(ray_cluster, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     assert checkpoints, "".join(lines[-20:])
-    assert (run_dir / ".lock").exists()  # the dead driver's lock stays behind: stale
+    assert (run_dir / "lease.json").exists()  # the dead driver's lease stays behind
     corrupted = list((run_dir / "tune" / "search").rglob("search.pt"))
     for ckpt in corrupted:
         data = ckpt.read_bytes()
@@ -191,7 +199,7 @@ def test_corrupt_trial_checkpoint_fails_only_that_trial(ray_cluster, tmp_path):
     assert row["status"] == "failed", row.to_dict()
     assert "CheckpointError" in row["error"] and "truncated or corrupt" in row["error"], row["error"]
     assert result.summary["failed"] == 1
-    assert not (run_dir / ".lock").exists()  # taken over, then released
+    assert not (run_dir / "lease.json").exists()  # taken over (its pid is gone), then released
     assert_no_secret(run_dir)
 
 

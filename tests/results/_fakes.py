@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from arnas_ray.results.table import RESULTS_FILE, normalize_rows, write_table
+from arnas_ray.results.rundir import TABLE as RESULTS_FILE
+from arnas_ray.results.table import normalize_rows, write_table
 
 ARNAS_GENOTYPE: dict[str, Any] = {
     "cells": {

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from arnas_ray._genotype import BaseGenotype
+from arnas_ray.errors import SpecError
 from arnas_ray.results.cells import (
     BACKEND_ENV,
     cell_dot_source,
@@ -53,20 +55,31 @@ def test_genotype_as_json_text_and_repeated_edges(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("genotype", "cell_type", "error", "pattern"),
     [
-        (ARNAS_GENOTYPE, "normal", KeyError, r"unknown cell type 'normal'; valid: \['accurate'"),
+        (ARNAS_GENOTYPE, "normal", KeyError, r"no cell type 'normal'; it has \['accurate'"),
         ({"cells": {"n": {"edges": [["skip_connect", 2], ["skip_connect", 0]]}}}, "n",
-         ValueError, r"edges\[0\].*0 <= input < 2"),
-        ({"cells": {"n": {"edges": [["skip_connect", 0]]}}}, "n", ValueError, "two"),
-        ({"cells": {"n": {"edges": [["a", 0], ["b", 1]], "concat": [7]}}}, "n", ValueError,
-         "concat"),
-        ({"genes": {}}, "n", ValueError, "expected a mapping"),
-        ("{not json", "n", ValueError, "not valid JSON"),
+         SpecError, r"edges\[0\]: node 2 may only take inputs 0\.\.1"),
+        ({"cells": {"n": {"edges": [["skip_connect", 0]]}}}, "n", SpecError, "2 edges per node"),
+        ({"cells": {"n": {"edges": [["a", 0], ["b", 1]], "concat": [7]}}}, "n", SpecError,
+         r"n\.concat: states are 0\.\.2, got 7"),
+        ({"genes": {}}, "n", SpecError, "genotype.genes: unknown field"),
+        ("{not json", "n", SpecError, "not valid JSON"),
     ],
 )
 def test_bad_genotypes_are_named(genotype: object, cell_type: str, error: type,
                                  pattern: str) -> None:
     with pytest.raises(error, match=pattern):
         render_cell(genotype, cell_type, backend="matplotlib")  # type: ignore[arg-type]
+
+
+def test_cells_read_genotypes_with_the_core_and_accept_genotype_objects() -> None:
+    core = BaseGenotype.from_dict(ARNAS_GENOTYPE)
+    assert cell_dot_source(core, "reduce") == cell_dot_source(ARNAS_GENOTYPE, "reduce")
+    bad = {"cells": {"n": {"edges": [["skip_connect", 0], ["skip_connect", 5]]}}}
+    with pytest.raises(SpecError) as core_error:
+        BaseGenotype.from_dict(bad)
+    with pytest.raises(SpecError) as drawing_error:
+        cell_dot_source(bad, "n")
+    assert str(drawing_error.value) == str(core_error.value)  # one validation, one message
 
 
 def test_dot_source_lists_every_edge() -> None:

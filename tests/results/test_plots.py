@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
@@ -92,3 +93,17 @@ def test_plot_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         plot_pareto(pd.DataFrame({"nat_acc": [0.5], "pgd20_acc": [0.5]}), target)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["pareto.png"]
+
+
+def test_identical_networks_do_not_hide_each_other() -> None:
+    """Renamed twins (the same network twice) land at one point: they are spread on a small
+    ring and labelled, so the plot shows both."""
+    from arnas_ray.results.plots import spread_duplicates
+
+    xv, yv = np.array([0.5, 0.5, 0.7, 0.5]), np.array([0.3, 0.3, 0.2, 0.3])
+    px, py, groups = spread_duplicates(xv, yv, radius=0.01)
+    assert groups == [(0.5, 0.3, 3)]
+    twins = np.stack([px[[0, 1, 3]], py[[0, 1, 3]]], axis=1)
+    assert len({tuple(np.round(p, 9)) for p in twins}) == 3  # three distinct places
+    assert np.allclose(np.hypot(twins[:, 0] - 0.5, twins[:, 1] - 0.3), 0.01)  # near the true point
+    assert (px[2], py[2]) == (0.7, 0.2)  # a single point stays where it is

@@ -183,3 +183,29 @@ def test_params_vs_robustness() -> None:
     # Fewest params with the best PGD-20 at each size: seeds 0, 1, 2 of "arnas".
     assert set(front["trial_id"]) == {"arnas-0", "arnas-1", "arnas-2"}
     np.testing.assert_allclose(out["robust_per_mparam"], out["pgd20_acc"] / (out["params"] / 1e6))
+
+
+def test_report_shows_degenerate_searches_and_their_steps(tmp_path: Path) -> None:
+    """A search trial flagged degenerate is named in a warning, and the per-step records in the
+    trials' latest checkpoints (tune/search/TRIAL/checkpoint_N/steps.jsonl) are plotted."""
+    rows = fake_rows()
+    rows[0] = {**rows[0], "degeneracy": "followed only the adversarial objective (gamma = 0 at 95% of the MGDA steps)",
+               "gamma_mean": 0.01, "gamma_frac_0": 0.95}
+    run = make_run(tmp_path / "run", rows=rows)
+    for index, gamma in ((0, 0.9), (1, 0.0)):  # an older checkpoint, then the latest one
+        ckpt = run / "tune" / "search" / "abc_00000_s0" / f"checkpoint_{index:06d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "steps.jsonl").write_text("".join(
+            json.dumps({"epoch": 1, "step": s, "gamma": gamma, "entropy": 1.9 - 0.01 * s}) + "\n" for s in range(5)))
+    from arnas_ray.results.run import search_steps
+
+    steps = search_steps(load_run(run))
+    assert list(steps) == ["s0"] and [r["gamma"] for r in steps["s0"]] == [0.0] * 5  # the latest checkpoint
+    parsed = _parse(write_report(run))
+    text = "".join(parsed.text)
+    assert "1 search trial(s) did not weigh both objectives" in text and "followed only the adversarial" in text
+    alts = [a.get("alt") for tag, a in parsed.tags if tag == "img"]
+    assert "gamma and op-weight entropy per step" in alts
+    assert (run / "search_diagnostics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    clean = make_run(tmp_path / "clean")
+    assert "No search trial was degenerate." in "".join(_parse(write_report(clean)).text)

@@ -8,7 +8,7 @@ from pathlib import Path
 from arnas_ray.results.table import normalize_rows
 from arnas_ray.space import GENOTYPES
 from arnas_ray.sweep import SweepSpec
-from arnas_ray.sweep.pipeline import _select
+from arnas_ray.sweep import select_for_retrain as _select
 
 from ._specs import tiny_spec
 

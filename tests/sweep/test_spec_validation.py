@@ -11,7 +11,7 @@ import yaml
 
 from arnas_ray.cli import main
 from arnas_ray.sweep import SweepSpec, load_spec
-from arnas_ray.sweep.spec import DIVERGE_LR
+from arnas_ray.sweep.faults import DIVERGE_LR, FAULTS_ENV, Faults
 
 from ._specs import GRID_KEYS, tiny_spec, write_spec
 
@@ -28,16 +28,15 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
     ("ratio-negative", {"grid": {"channel_ratios": [[1, 2, 2], [1, -2, 2]]}}, "grid.channel_ratios[1][1]",
      ("0 < ratio", "-2")),
     ("fractional-gpu-above-1", {"resources": {"gpu": 1.5}}, "resources.gpu", ("1.5",)),
+    ("two-gpus-per-trial", {"resources": {"gpu": 2}}, "resources.gpu", ("one trial uses one device", "gpu=2")),
     ("zero-cpu", {"resources": {"cpu": 0}}, "resources.cpu", ("cpu > 0",)),
-    ("unknown-search-algorithm", {"search_algorithm": "random"}, "search_algorithm",
-     ("'random'", "optuna")),
+    ("unknown-search-algorithm", {"search_algorithm": "bayes"}, "search_algorithm",
+     ("'bayes'", "optuna")),
     ("unknown-objective", {"selection": {"objectives": {"flops_per_joule": "max"}}}, "selection.objectives",
      ("'flops_per_joule'", "pgd_acc")),
     ("unknown-direction", {"selection": {"objectives": {"nat_acc": "up"}}}, "selection.objectives.nat_acc",
      ("'up'", "'max'")),
     ("missing-dataset-root", {"dataset": {"name": "cifar10"}}, "dataset.root", ("set dataset.root",)),
-    ("absent-dataset-root", {"dataset": {"name": "cifar10", "root": "/nonexistent/cifar"}}, "dataset.root",
-     ("does not exist",)),
     ("unknown-key", {"epochs": 3}, "epochs", ("unknown field", "valid fields")),
     ("unknown-nested-key", {"search": {"lrr": 0.1}}, "search.lrr", ("unknown field",)),
     ("duplicate-seeds", {"grid": {"seed": [1, 1]}}, "grid.seed", ("repeats a seed",)),
@@ -53,8 +52,41 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, tuple[str, ...]]] = [
     ("unknown-strategy", {"grid": {"strategy": ["magic"]}}, "grid.strategy[0]", ("'magic'", "mgda")),
     ("zero-top-k", {"selection": {"top_k": 0}}, "selection.top_k", ("top_k > 0",)),
     ("zero-retrain-epochs", {"retrain": {"epochs": 0}}, "retrain.epochs", ("epochs >= 1",)),
-    ("fault-on-unknown-trial", {"test_faults": {"diverge": ["nope"]}}, "test_faults.diverge[0]",
-     ("'nope'", GRID_KEYS[0])),
+    ("faults-are-not-a-spec-field", {"test_faults": {"diverge": [GRID_KEYS[0]]}}, "test_faults",
+     ("unknown field",)),
+    ("failed-fraction-above-1", {"max_failed_fraction": 1.5}, "max_failed_fraction",
+     ("0 <= max_failed_fraction <= 1",)),
+    ("objective-not-evaluated", {"evaluation": {"objectives": {"aa_acc": "max"}}}, "evaluation.objectives",
+     ("'aa_acc'", "pgd20_acc")),
+    ("objective-direction", {"evaluation": {"objectives": {"pgd20_acc": "high"}}},
+     "evaluation.objectives.pgd20_acc", ("'high'",)),
+    ("unknown-scheduler", {"scheduler": {"kind": "pbt"}}, "scheduler.kind", ("'pbt'", "asha")),
+    ("scheduler-metric", {"scheduler": {"kind": "asha", "metric": "loss"}}, "scheduler.metric", ("'loss'",)),
+    ("scheduler-grace", {"scheduler": {"kind": "asha", "grace_period": 5}}, "scheduler.grace_period",
+     ("grace_period <= search.epochs",)),
+    ("scheduler-reduction", {"scheduler": {"reduction_factor": 1}}, "scheduler.reduction_factor",
+     ("reduction_factor > 1",)),
+    ("negative-time-budget", {"budget": {"time_s": -5}}, "budget.time_s", ("time_s > 0",)),
+    ("trial-budget-on-a-grid", {"budget": {"trials": 3}}, "budget.trials", ("random or optuna",)),
+    ("stop-after-last-epoch", {"stop": {"epochs": 1}}, "stop.epochs", ("stop.epochs < search.epochs",)),
+    ("unknown-logger", {"loggers": ["comet"]}, "loggers[0].kind", ("'comet'", "tensorboard")),
+    ("logger-not-installed", {"loggers": ["wandb"]}, "loggers[0].kind", ("pip install 'arnas-ray[wandb]'",)),
+    ("sampler-ratios", {"search_algorithm": "random", "sampler": {"ratio_low": 3, "ratio_high": 2}},
+     "sampler.ratio_low", ("ratio_low < ratio_high",)),
+    ("sampler-zero-samples", {"search_algorithm": "random", "sampler": {"num_samples": 0}},
+     "sampler.num_samples", ("num_samples > 0",)),
+    ("points-on-a-grid", {"sampler": {"points_to_evaluate": [{"placement": "arnas"}]}},
+     "sampler.points_to_evaluate", ("random or optuna",)),
+    ("point-unknown-field", {"search_algorithm": "optuna", "sampler": {"points_to_evaluate": [{"placement": "arnas",
+                                                                                              "lr": 1}]}},
+     "sampler.points_to_evaluate[0].lr", ("unknown field",)),
+    ("old-optuna-field", {"search_algorithm": "optuna", "optuna": {"num_samples": 4}}, "optuna.num_samples",
+     ("moved to sampler.num_samples",)),
+    ("optuna-population", {"optuna": {"population_size": 1}}, "optuna.population_size",
+     ("population_size >= 2",)),
+    ("unknown-selection-mode", {"selection": {"mode": "best"}}, "selection.mode", ("'best'", "'all'")),
+    ("grid-normalization", {"grid": {"normalization": ["l3"]}}, "grid.normalization[0]", ("'l3'", "'l2'")),
+    ("negative-random-baselines", {"baselines": {"random": -1}}, "baselines.random", ("random >= 0",)),
 ]
 
 
@@ -131,8 +163,7 @@ def test_missing_spec_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_validate_prints_the_expanded_trial_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = tiny_spec("ok", tmp_path / "runs", search={"channels": 8},
-                     test_faults={"diverge": ["robust-first_1-2-4_mgda_s2"]})
+    data = tiny_spec("ok", tmp_path / "runs", search={"channels": 8})
     path = write_spec(tmp_path / "spec.yaml", data)
     rc, out, err = _validate(path, capsys)
     assert rc == 0, err
@@ -144,36 +175,59 @@ def test_validate_prints_the_expanded_trial_list(tmp_path: Path, capsys: pytest.
     assert "ratios=[1.0, 2.0, 2.0] C=8" in trials[0] and "placement=['accurate', 'accurate', 'robust']" in trials[0]
     assert "ratios=[1.0, 2.0, 4.0] C=6" in trials[1]
     assert "placement=['robust', 'robust', 'accurate']" in trials[2]
-    assert "test fault" in trials[3] and all("test fault" not in t for t in trials[:3])
-    assert "top 2 non-dominated" in lines[5]
+    assert "top 2 non-dominated" in lines[5] and "'pgd20_acc': 'max'" in lines[5]
     assert not (tmp_path / "runs").exists()  # validate starts nothing
 
 
 def test_validate_optuna_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = tiny_spec("opt", tmp_path, search_algorithm="optuna", skip_retrain=True,
-                     optuna={"num_samples": 4, "placements": ["arnas", "robust-first"]})
+    data = tiny_spec("opt", tmp_path, search_algorithm="optuna", skip_retrain=True, sampler={"num_samples": 4},
+                     grid={"placement": ["arnas", "robust-first"], "channel_ratios": [None]})
     rc, out, _ = _validate(write_spec(tmp_path / "spec.yaml", data), capsys)
     assert rc == 0
     assert "4 search trial(s), Optuna NSGA-II" in out and "no retraining" in out
 
 
-def test_fault_option_sets_an_absurd_lr_on_the_named_trial_only(tmp_path: Path) -> None:
-    spec = SweepSpec.from_dict(tiny_spec("f", tmp_path, test_faults={"diverge": [GRID_KEYS[1]]}))
-    lrs = {p.key: spec.search_config(p).lr for p in spec.points()}
+def test_absent_data_root_is_a_warning_not_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The submitting machine need not hold the data: the trials check it on their nodes."""
+    data = tiny_spec("far", tmp_path / "runs", dataset={"name": "cifar10", "root": "/nonexistent/cifar"})
+    rc, out, err = _validate(write_spec(tmp_path / "spec.yaml", data), capsys)
+    assert rc == 0 and "4 search trial(s)" in out
+    assert "warning: dataset.root: '/nonexistent/cifar' does not exist on this machine" in err
+
+
+def test_faults_come_from_the_environment_only(tmp_path: Path) -> None:
+    spec = SweepSpec.from_dict(tiny_spec("f", tmp_path))
+    faults = Faults.from_env({FAULTS_ENV: f'{{"diverge": ["{GRID_KEYS[1]}"], "raise": ["{GRID_KEYS[2]}"]}}'})
+    lrs = {p.key: faults.search_config(p.key, spec.search_config(p)).lr for p in spec.points()}
     assert lrs.pop(GRID_KEYS[1]) == DIVERGE_LR
     assert set(lrs.values()) == {spec.search.lr}
+    with pytest.raises(RuntimeError, match="injected fault"):
+        faults.check(GRID_KEYS[2])
+    faults.check(GRID_KEYS[0])
+    assert not Faults.from_env({}) and Faults.from_dict(faults.to_dict()) == faults
+    with pytest.raises(ValueError, match=FAULTS_ENV):
+        Faults.from_env({FAULTS_ENV: "{not json"})
+    paused = Faults.from_env({FAULTS_ENV: '{"pause_s": 2.5}'})
+    assert paused and paused.pause_s == 2.5 and Faults.from_dict(paused.to_dict()) == paused
+    for bad in ('"soon"', "-1", "true"):
+        with pytest.raises(ValueError, match="pause_s"):
+            Faults.from_env({FAULTS_ENV: f'{{"pause_s": {bad}}}'})
 
 
-def test_fault_option_needs_grid_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = tiny_spec("f", tmp_path, search_algorithm="optuna", test_faults={"diverge": [GRID_KEYS[0]]})
-    rc, _, err = _validate(write_spec(tmp_path / "spec.yaml", data), capsys)
-    assert rc == 2 and _error_line(err).startswith("test_faults.diverge: ")
+def test_fingerprint_covers_only_what_defines_the_trials(tmp_path: Path) -> None:
+    spec = SweepSpec.from_dict(tiny_spec("fp", tmp_path))
+    relaxed = SweepSpec.from_dict(tiny_spec("fp", tmp_path / "elsewhere", resources={"cpu": 2},
+                                            max_concurrent=1, max_failures=3, max_failed_fraction=0.5))
+    assert relaxed.fingerprint() == spec.fingerprint() and spec.defining_diff(relaxed) == []
+    longer = SweepSpec.from_dict(tiny_spec("fp", tmp_path, search={"epochs": 2}))
+    assert longer.fingerprint() != spec.fingerprint()
+    assert spec.defining_diff(longer) == ["search.epochs"]
 
 
 def test_spec_round_trips_through_yaml(tmp_path: Path) -> None:
-    spec = SweepSpec.from_dict(tiny_spec("rt", tmp_path, test_faults={"diverge": [GRID_KEYS[0]]}))
+    spec = SweepSpec.from_dict(tiny_spec("rt", tmp_path, evaluation={"objectives": {"pgd20_acc": "max"}}))
     path = tmp_path / "copy.yaml"
     path.write_text(spec.to_yaml())
     again = load_spec(path)
     assert again == spec and again.fingerprint() == spec.fingerprint()
-    assert yaml.safe_load(path.read_text())["test_faults"] == {"diverge": [GRID_KEYS[0]]}
+    assert yaml.safe_load(path.read_text())["evaluation"]["objectives"] == {"pgd20_acc": "max"}

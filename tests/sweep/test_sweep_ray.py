@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from arnas_ray.cli import main
-from arnas_ray.sweep import SweepSpec, load_spec, run_sweep
-from arnas_ray.sweep.pipeline import RETRAIN_OBJECTIVES
+from arnas_ray.sweep import SweepSpec, load_spec, run_sweep, select_for_retrain
+from arnas_ray.sweep.faults import FAULTS_ENV
 
 from ._specs import GRID_KEYS, tiny_spec
 
@@ -76,7 +76,9 @@ def test_grid_sweep_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str]
 
     table = result.table
     run_dir = tmp_path / "runs" / "e2e"
-    assert result.run_dir == run_dir
+    assert result.run_dir.local_path() == run_dir and result.ok and result.message == ""
+    retrain_objectives = spec.evaluation.retrain_objectives()
+    assert retrain_objectives == {"nat_acc": "max", "pgd20_acc": "max"}  # the strongest evaluated attack
     assert not table.duplicated(["stage", "trial_id"]).any()
     search = table[table["stage"] == "search"]
     retrain = table[table["stage"] == "retrain"]
@@ -104,18 +106,19 @@ def test_grid_sweep_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str]
         assert json.loads(row["genotype"]) == json.loads(by_key[source])
 
     _check_ranks(table, "search", spec.selection.objectives)
-    _check_ranks(table, "retrain", RETRAIN_OBJECTIVES)
+    _check_ranks(table, "retrain", retrain_objectives)
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["trials"] == {"search": 4, "retrain": len(selected)}
-    for stage, objectives in (("search", spec.selection.objectives), ("retrain", RETRAIN_OBJECTIVES)):
+    assert summary["objectives"] == {"search": spec.selection.objectives, "retrain": retrain_objectives}
+    for stage, objectives in (("search", spec.selection.objectives), ("retrain", retrain_objectives)):
         hv = summary["hypervolume"][stage]
         values = table.loc[table["stage"] == stage, list(objectives)].to_numpy(dtype=float)
         assert hv is not None and 0 <= hv <= 1
         assert math.isclose(hv, _hypervolume_2d(values), rel_tol=1e-9, abs_tol=1e-12)
     assert (run_dir / "report.html").stat().st_size > 0 and (run_dir / "pareto.png").exists()
     assert load_spec(run_dir / "spec.yaml") == spec
-    assert not (run_dir / ".lock").exists()
+    assert not (run_dir / "lease.json").exists()
 
     # progress lines of both stages, and none of Tune's own console output
     assert any(s.startswith("[search]") and "4 done" in s for s in lines)
@@ -138,13 +141,15 @@ def test_grid_sweep_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str]
     assert all(key in out for key in GRID_KEYS) and "front" in out
 
 
-def test_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
+def test_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = "robust-first_1-2-2_mgda_s2"
     data = tiny_spec("nan", tmp_path / "runs", grid={"placement": ["arnas", "robust-first", "all-robust"],
                                                      "channel_ratios": [[1, 2, 2]]},
-                     selection={"top_k": 3}, test_faults={"diverge": [bad]})
+                     selection={"top_k": 3})
     spec = SweepSpec.from_dict(data)
+    monkeypatch.setenv(FAULTS_ENV, json.dumps({"diverge": [bad]}))
     result = run_sweep(spec, report=False)
+    assert not result.ok and result.message == "1 of 3 search trials failed: see sweep status"
     table = result.table
     search = table[table["stage"] == "search"].set_index("trial_id")
     assert sorted(search.index) == sorted(p.key for p in spec.points())
@@ -169,8 +174,9 @@ def test_diverging_trial_fails_and_the_sweep_goes_on(tmp_path: Path) -> None:
 
 def test_optuna_nsga2_sweep(tmp_path: Path) -> None:
     data = tiny_spec("optuna", tmp_path / "runs", search_algorithm="optuna", skip_retrain=True,
-                     optuna={"num_samples": 4, "population_size": 2, "ratio_low": 1.0, "ratio_high": 3.0,
-                             "placements": ["arnas", "robust-first"], "seed": 1})
+                     sampler={"num_samples": 4, "ratio_low": 1.0, "ratio_high": 3.0, "seed": 1},
+                     optuna={"population_size": 2},
+                     grid={"placement": ["arnas", "robust-first"], "channel_ratios": [None]})
     spec = SweepSpec.from_dict(data)
     result = run_sweep(spec, report=False)
     table = result.table
@@ -185,3 +191,30 @@ def test_optuna_nsga2_sweep(tmp_path: Path) -> None:
     _check_ranks(table, "search", spec.selection.objectives)
     assert result.summary["hypervolume"]["search"] is not None
     assert result.summary["hypervolume"]["retrain"] is None and result.summary["selected"] == []
+
+
+def test_retrain_all_with_baselines_and_diagnostics(tmp_path: Path) -> None:
+    """Every distinct searched network is retrained once (mode all), beside random genotypes of
+    the same layout and size and a named one; the table carries the search diagnostics and
+    the summary compares searched with random."""
+    data = tiny_spec("baselines", tmp_path / "runs", grid={"placement": ["arnas"], "channel_ratios": [[1, 2, 2]],
+                                                            "seed": [1, 2]},
+                     selection={"mode": "all"}, baselines={"random": 2, "genotypes": ["ARNAS"]},
+                     search={"strategy": "mgda"})
+    spec = SweepSpec.from_dict(data)
+    result = run_sweep(spec)
+    assert result.ok, result.message
+    table = result.table
+    search, retrain = table[table["stage"] == "search"], table[table["stage"] == "retrain"]
+    assert search["gamma_mean"].between(0, 1).all() and search["entropy_mean"].gt(0).all()
+    assert search["genotype_changes"].notna().all() and search["normalization"].eq("none").all()
+    assert (search["degeneracy"].notna()).all()  # "" or the warning, never missing
+    sources = retrain["source"].value_counts().to_dict()
+    distinct = len({p["genotype"] for p in select_for_retrain(spec, table)})
+    assert sources == {"searched": distinct, "random": 2, "named": 1}, sources
+    assert (retrain["status"] == "finished").all()
+    random = retrain[retrain["source"] == "random"]
+    assert set(random["placement"]) == {"arnas"} and not set(random["genotype"]) & set(search["genotype"])
+    compared = result.summary["searched_vs_random"]
+    assert set(compared) == {"nat_acc", "pgd20_acc"} and compared["pgd20_acc"]["n_random"] == 2
+    assert (result.run_dir.local_path() / "search_diagnostics.png").exists()

@@ -16,7 +16,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from arnas_ray.results import read_table
 from arnas_ray.space import GENOTYPES
-from arnas_ray.sweep import SweepSpec, run_sweep
+from arnas_ray.sweep import SweepSpec, run_sweep, tuning
 from arnas_ray.sweep import pipeline as pipeline_mod
 from arnas_ray.sweep.pipeline import PROGRESS_LOGGER, TUNE_QUIET_ENV
 
@@ -60,7 +60,7 @@ class _Recorder:
         _Recorder.made.append(self)
 
     @classmethod
-    def can_restore(cls, path: str) -> bool:
+    def can_restore(cls, path: str, storage_filesystem=None) -> bool:
         return path in cls.restorable
 
     @classmethod
@@ -110,7 +110,7 @@ def test_tuner_kwargs_follow_the_spec(tmp_path: Path, recorder: type[_Recorder])
     spec = _spec(tmp_path)
     result = run_sweep(spec, progress=progress, report=False)
     run_dir = tmp_path / "runs" / "wired"
-    assert result.run_dir == run_dir
+    assert result.run_dir.local_path() == run_dir and result.ok
     search, retrain = recorder.made
     for tuner, stage, res in ((search, "search", {"CPU": 1.5, "GPU": 0.25}),
                               (retrain, "retrain", {"CPU": 2.0, "GPU": 0.5})):
@@ -118,13 +118,14 @@ def test_tuner_kwargs_follow_the_spec(tmp_path: Path, recorder: type[_Recorder])
         assert tuner.trainable._resources.required_resources == res
         rc = tuner.run_config
         assert rc.name == stage and rc.storage_path == str(run_dir / "tune")
+        assert rc.storage_filesystem is None  # a local disk: plain paths
         assert rc.failure_config.max_failures == 4
         assert rc.verbose == 0
         kinds = {type(c) for c in rc.callbacks}
         assert {JsonLoggerCallback, CSVLoggerCallback} <= kinds and len(rc.callbacks) == 3
         tc = tuner.tune_config
         assert tc.max_concurrent_trials == 3 and tc.reuse_actors is True
-        assert tc.search_alg is None
+        assert tc.search_alg is None and tc.trial_dirname_creator is not None
         # Tune's console output is off while it runs, and the settings are gone afterwards
         assert tuner.env_at_fit == TUNE_QUIET_ENV
         assert tuner.param_space["spec"] == spec.to_dict()
@@ -146,15 +147,16 @@ def test_optuna_mode_wires_nsga2_with_both_objectives(tmp_path: Path, recorder: 
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from ray.tune.search.optuna import OptunaSearch
 
-    spec = _spec(tmp_path, search_algorithm="optuna", skip_retrain=True,
-                 optuna={"num_samples": 4, "population_size": 4, "placements": ["arnas", "robust-first"]})
+    spec = _spec(tmp_path, search_algorithm="optuna", skip_retrain=True, sampler={"num_samples": 4},
+                 optuna={"population_size": 4}, grid={"placement": ["arnas", "robust-first"],
+                                                      "channel_ratios": [None]})
 
     def fit(self: _Recorder) -> list[_Result]:
         return []
 
     monkeypatch.setattr(recorder, "fit", fit)
-    with pytest.raises(FileNotFoundError):  # no trial ran, so there is no table: fine here
-        run_sweep(spec, report=False)
+    result = run_sweep(spec, report=False)  # no trial ran: a clean end, not ok
+    assert not result.ok and result.message == "no search trial ran: see sweep status"
     (search,) = recorder.made
     tc = search.tune_config
     assert isinstance(tc.search_alg, OptunaSearch)
@@ -162,7 +164,9 @@ def test_optuna_mode_wires_nsga2_with_both_objectives(tmp_path: Path, recorder: 
     assert type(tc.search_alg._sampler).__name__ == "NSGAIISampler"
     assert tc.num_samples == 4 and tc.max_concurrent_trials == 3
     space = search.param_space
-    assert "point" not in space and {"placement", "r1", "r2", "strategy"} <= set(space)
+    assert "point" not in space and {"placement", "r1", "r2", "strategy", "seed"} <= set(space)
+    # every placement of the grid is evaluated once (at its own ratios) before NSGA-II proposes
+    assert [p["placement"] for p in tc.search_alg._points_to_evaluate] == [0, 1]
 
 
 def test_second_run_restores_and_keeps_finished_rows(tmp_path: Path, recorder: type[_Recorder]) -> None:
@@ -176,7 +180,8 @@ def test_second_run_restores_and_keeps_finished_rows(tmp_path: Path, recorder: t
     run_sweep(spec, report=False, progress=lines.append)
     restored = recorder.made[-1]
     assert restored.restored_from == str(run_dir / "tune" / "search")
-    assert restored.restore_kwargs == {"resume_unfinished": True, "resume_errored": True}
+    assert restored.restore_kwargs == {"resume_unfinished": True, "resume_errored": True,
+                                       "storage_filesystem": None}
     assert restored.trainable._resources.required_resources == {"CPU": 1.5, "GPU": 0.25}
     assert restored.env_at_fit == TUNE_QUIET_ENV
     assert any("resuming the Tune experiment" in line for line in lines)
@@ -188,9 +193,9 @@ def test_second_run_restores_and_keeps_finished_rows(tmp_path: Path, recorder: t
 def test_table_callback_survives_pickling(tmp_path: Path) -> None:
     """Tune restores callbacks from tuner.pkl: the callback must pickle and work afterwards."""
     spec = _spec(tmp_path)
-    cb = pipeline_mod._TableCallback(spec, "search", tmp_path / "results.parquet", None, 4)
+    cb = tuning.TableCallback(spec, "search", pipeline_mod.run_dir_for(spec), None, 4)
     again = ray.cloudpickle.loads(ray.cloudpickle.dumps(cb))
-    assert again.spec == spec and again.table == cb.table and again.total == 4
+    assert again.spec == spec and again.run_dir == cb.run_dir and again.total == 4
 
 
 def test_progress_goes_to_the_callable_only_during_the_run(tmp_path: Path, recorder: type[_Recorder],
@@ -216,14 +221,19 @@ def test_new_local_ray_unless_an_address_is_given(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # a Ray Jobs entrypoint: join that cluster
     pipeline_mod._ensure_ray(None)
     assert calls[-1]["address"] is None
-    pipeline_mod._ensure_ray("ray://head:10001")
-    assert calls[-1]["address"] == "ray://head:10001" and "include_dashboard" not in calls[-1]
+    assert calls[-1]["log_to_driver"] is True  # a Ray job: the trials' output reaches `ray job logs`
+    pipeline_mod._ensure_ray("auto")
+    assert calls[-1]["address"] == "auto" and "include_dashboard" not in calls[-1]
+    monkeypatch.delenv("RAY_ADDRESS")
+    pipeline_mod._ensure_ray(None)
+    assert calls[-1]["log_to_driver"] is False  # a local sweep: only the progress lines
 
 
 def test_second_driver_is_refused_before_ray_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     import json
     import socket
+    import time
 
     from arnas_ray.cli import main
 
@@ -237,7 +247,8 @@ def test_second_driver_is_refused_before_ray_starts(tmp_path: Path, monkeypatch:
     run_dir = tmp_path / "runs" / "locked"
     run_dir.mkdir(parents=True)
     # a live holder: this very process, as another driver would be
-    (run_dir / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": 0}))
+    (run_dir / "lease.json").write_text(json.dumps({"owner": "other", "host": socket.gethostname(),
+                                                    "pid": os.getpid(), "started": 0, "heartbeat": time.time()}))
     assert main(["sweep", "run", str(spec_path)]) == 2
     err = capsys.readouterr().err
     assert "in use by another driver" in err and f"pid {os.getpid()}" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arnas_ray.attacks import AttackSpec
 from arnas_ray.data import DataSplits, load_dataset, make_loader
 from arnas_ray.errors import SpecError
 from arnas_ray.train import EvalResult, evaluate, sanity_warnings
@@ -157,3 +159,19 @@ def test_autoattack_on_a_subset_is_no_stronger_than_allowed() -> None:
     assert res.aa_n == 12 and res.n == 64
     assert res.aa_acc is not None and 0.0 <= res.aa_acc <= 1.0
     assert not any("AutoAttack" in w for w in res.warnings)
+
+
+def test_evaluation_attacks_have_one_home() -> None:
+    """The names come from arnas_ray._metrics (torch-free); the suite only adds their specs,
+    and each result field is the attack's results-table column."""
+    from arnas_ray import _metrics
+    from arnas_ray.train import EVAL_ATTACKS, EVAL_SPECS, EvalResult
+
+    assert EVAL_ATTACKS is _metrics.EVAL_ATTACKS and tuple(EVAL_SPECS) == EVAL_ATTACKS
+    fields = {f.name for f in dataclasses.fields(EvalResult)}
+    assert set(_metrics.ATTACK_COLUMNS.values()) <= fields
+    kinds = {name: (EVAL_SPECS[name](0.1, 0.02) or AttackSpec(kind="fgsm")).kind
+             for name in EVAL_ATTACKS}
+    assert kinds == {"natural": "fgsm", "fgsm": "fgsm", "pgd20": "pgd", "pgd100": "pgd",
+                     "aa": "autoattack"}
+    assert EVAL_SPECS["pgd100"](0.1, 0.02).steps == 100 and EVAL_SPECS["natural"](0.1, 0.02) is None

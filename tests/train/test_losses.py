@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from arnas_ray.attacks import AttackSpec
+from arnas_ray.errors import SpecError
 from arnas_ray.space import GENOTYPES, Layout, Network
-from arnas_ray.train import natural_loss, pgd_at_loss, trades_loss
-from arnas_ray.train.losses import training_loss
+from arnas_ray.train import METHODS, natural_loss, pgd_at_loss, trades_loss
+from arnas_ray.train.losses import LOSSES, LossSpec, training_loss
 
 SPEC = AttackSpec(kind="pgd", eps=0.1, alpha=0.03, steps=3)
+LOSS = LossSpec(attack=SPEC, trades_beta=6.0)
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
 
 
 def _cnn(seed: int = 0) -> nn.Module:
@@ -29,7 +37,7 @@ def _batch(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 def test_trades_kl_term_is_positive_and_uses_the_adversarial_input() -> None:
     model = _cnn().train()
     x, y = _batch()
-    out = trades_loss(model, x, y, 6.0, SPEC, torch.Generator().manual_seed(0))
+    out = trades_loss(model, x, y, LOSS, generator=_gen())
     kl = out.parts["robust"]
     assert kl.item() > 1e-4  # the reference's natural-vs-natural KL is identically 0
     assert out.x_adv is not None
@@ -51,15 +59,15 @@ def test_trades_inner_maximisation_increases_the_kl() -> None:
     model = _cnn().train()
     x, y = _batch()
     no_steps = AttackSpec(kind="pgd", eps=0.1, alpha=0.03, steps=0)
-    start = trades_loss(model, x, y, 6.0, no_steps, torch.Generator().manual_seed(0))
-    crafted = trades_loss(model, x, y, 6.0, SPEC, torch.Generator().manual_seed(0))
+    start = trades_loss(model, x, y, LossSpec(attack=no_steps), generator=_gen())
+    crafted = trades_loss(model, x, y, LOSS, generator=_gen())
     assert crafted.parts["robust"].item() > 10 * start.parts["robust"].item()
 
 
 def test_trades_gradient_flows_through_the_kl_branch() -> None:
     model = _cnn().train()
     x, y = _batch()
-    out = trades_loss(model, x, y, 6.0, SPEC, torch.Generator().manual_seed(0))
+    out = trades_loss(model, x, y, LOSS, generator=_gen())
     grads_full = torch.autograd.grad(out.loss, list(model.parameters()), retain_graph=True)
     grads_ce = torch.autograd.grad(F.cross_entropy(out.logits, y), list(model.parameters()))
     assert any(not torch.allclose(a, b) for a, b in zip(grads_full, grads_ce))
@@ -71,8 +79,8 @@ def test_losses_restore_the_mode_and_keep_param_grads_clean(craft_mode: str) -> 
     x, y = _batch()
     seen: list[bool] = []
     hook = model[0].register_forward_hook(lambda m, i, o: seen.append(m.training))
-    out = pgd_at_loss(model, x, y, SPEC, generator=torch.Generator().manual_seed(0),
-                      craft_mode=craft_mode)
+    out = pgd_at_loss(model, x, y, LossSpec(attack=SPEC, craft_mode=craft_mode),
+                      generator=_gen())
     hook.remove()
     assert model.training
     assert all(p.grad is None for p in model.parameters())  # crafting asks for input grads only
@@ -88,8 +96,7 @@ def test_pgd_at_loss_exceeds_natural_loss_and_uses_auxiliary_head() -> None:
     net = Network(GENOTYPES["ARNAS"], Layout.preset("arnas"), 4, 4, 3, auxiliary=True).train()
     x, y = _batch()
     nat = natural_loss(net, x, y)
-    adv = pgd_at_loss(net, x, y, SPEC, generator=torch.Generator().manual_seed(0),
-                      auxiliary_weight=0.4)
+    adv = pgd_at_loss(net, x, y, LossSpec(attack=SPEC, auxiliary_weight=0.4), generator=_gen())
     assert "auxiliary" in adv.parts and "auxiliary" not in nat.parts
     robust = adv.parts["robust"].item()
     assert adv.loss.item() == pytest.approx(robust + 0.4 * adv.parts["auxiliary"].item(), rel=1e-5)
@@ -100,4 +107,36 @@ def test_training_loss_refuses_unknown_method() -> None:
     model = _cnn()
     x, y = _batch()
     with pytest.raises(ValueError, match="'pgd-at', 'trades', 'natural'"):
-        training_loss("madry", model, x, y, spec=SPEC)
+        training_loss("madry", model, x, y, LOSS)
+
+
+def test_methods_are_the_loss_registry_and_share_one_signature() -> None:
+    assert METHODS == tuple(LOSSES) == ("pgd-at", "trades", "natural")
+    model = _cnn().train()
+    x, y = _batch()
+    for method in METHODS:  # the same call works for every objective
+        # copies: a train-mode forward moves the BN running statistics eval-mode crafting reads
+        out = training_loss(method, copy.deepcopy(model), x, y, LOSS, generator=_gen())
+        direct = LOSSES[method](copy.deepcopy(model), x, y, LOSS, generator=_gen())
+        assert out.loss.item() == pytest.approx(direct.loss.item(), rel=1e-5)
+        assert (out.x_adv is None) == (method == "natural")
+
+
+def test_trades_beta_weights_the_kl_term() -> None:
+    model = _cnn().train()
+    x, y = _batch()
+    zero = trades_loss(model, x, y, LossSpec(attack=SPEC, trades_beta=0.0), generator=_gen())
+    two = trades_loss(model, x, y, LossSpec(attack=SPEC, trades_beta=2.0), generator=_gen())
+    assert zero.loss.item() == pytest.approx(zero.parts["natural"].item(), rel=1e-6)
+    assert two.loss.item() == pytest.approx(
+        two.parts["natural"].item() + 2.0 * two.parts["robust"].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(("changes", "field"), [({"craft_mode": "test"}, "craft_mode"),
+                                                ({"trades_beta": -1.0}, "trades_beta"),
+                                                ({"auxiliary_weight": float("nan")},
+                                                 "auxiliary_weight")])
+def test_loss_spec_is_validated(changes: dict, field: str) -> None:
+    with pytest.raises(SpecError) as info:
+        LossSpec(**changes)
+    assert info.value.field == field

@@ -180,3 +180,65 @@ def test_trades_run_records_history_and_callback(tiny_data: DataSplits) -> None:
     assert len(records) == 1 and keys <= set(records[0])
     assert records[0]["steps"] == 2 and records[0]["images_per_s"] > 0
     assert res.best_path is None and res.final == res.history[-1]
+
+
+def _stopped_after_one_epoch(data: DataSplits, out: Path, cfg: Any) -> dict[str, Any]:
+    """Run one of two epochs into ``out``; the checkpoint it leaves, loaded."""
+    with pytest.raises(_Stop):
+        retrain("ARNAS", cfg, data, "cpu", out_dir=out, callback=_stop_after(1))
+    return load_checkpoint(out / "checkpoint.pt")
+
+
+def test_old_checkpoints_with_a_scheduler_entry_still_resume(tiny_data: DataSplits,
+                                                             tmp_path: Path) -> None:
+    """The never-read ``scheduler`` entry is no longer written; a file that has it resumes."""
+    cfg = tiny_config(method="natural")
+    state = _stopped_after_one_epoch(tiny_data, tmp_path, cfg)
+    assert "scheduler" not in state
+    state["scheduler"] = {"schedule": "step", "epoch": 1, "lr": 0.1}  # as older versions wrote
+    torch.save(state, tmp_path / "checkpoint.pt")
+    epochs_run: list[int] = []
+    retrain("ARNAS", cfg, tiny_data, "cpu", out_dir=tmp_path,
+            callback=lambda r: epochs_run.append(r["epoch"]))
+    assert epochs_run == [2]
+
+
+def test_resume_refuses_another_genotype_or_width_naming_the_field(tiny_data: DataSplits,
+                                                                   tmp_path: Path) -> None:
+    retrain("ARNAS", tiny_config(epochs=1, method="natural"), tiny_data, "cpu", out_dir=tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        retrain("DARTS_V2", tiny_config(epochs=1, method="natural", placement="darts"),
+                tiny_data, "cpu", out_dir=tmp_path)
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 'checkpoint.pt'}: the checkpoint was written with genotype=")
+    assert "placement" in msg and "resume=False" in msg and "\n" not in msg
+    with pytest.raises(CheckpointError, match=r"channels=4, but this run has channels=6"):
+        retrain("ARNAS", tiny_config(epochs=1, method="natural", channels=6), tiny_data, "cpu",
+                out_dir=tmp_path)
+
+
+def test_a_damaged_history_in_the_checkpoint_is_refused(tiny_data: DataSplits,
+                                                       tmp_path: Path) -> None:
+    cfg = tiny_config(method="natural")
+    state = _stopped_after_one_epoch(tiny_data, tmp_path, cfg)
+    state["history"] = []  # one epoch done, no record of it
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="cannot resume from it.*1 with 0 history records"):
+        retrain("ARNAS", cfg, tiny_data, "cpu", out_dir=tmp_path)
+
+
+def test_epoch_streams_are_seeded_by_stream_seed(tiny_data: DataSplits,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data order, the attacks and the validation of epoch e use their own streams."""
+    from arnas_ray._loop import stream_seed
+
+    asked: list[tuple[int, int, str]] = []
+
+    def spy(seed: int, epoch: int, stream: str) -> int:
+        asked.append((seed, epoch, stream))
+        return stream_seed(seed, epoch, stream)
+
+    monkeypatch.setattr(trainer_mod, "stream_seed", spy)
+    retrain("ARNAS", tiny_config(method="natural", seed=7), tiny_data, "cpu")
+    assert sorted(asked) == sorted((7, e, s) for e in (0, 1)
+                                   for s in ("train-data", "train-attack", "val-attack"))

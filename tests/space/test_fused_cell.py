@@ -1,0 +1,193 @@
+"""Cross-edge fusion (``_fused_cell``) against the plain ``MixedOp`` supernet: outputs, gradients,
+double backward, running statistics, float64 and channels_last, every primitive set and layout
+preset, and the architect's hypergradients of every order."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from arnas_ray.search import ArchBatch, Architect
+from arnas_ray.space import (
+    DARTS_PRIMITIVES,
+    LAYOUT_PRESETS,
+    PRIMITIVES,
+    Layout,
+    Supernet,
+    _fused_cell,
+)
+from arnas_ray.space._fused_cell import plan_rounds
+from arnas_ray.space.supernet import frozen_running_stats
+
+PRIMITIVE_SETS = {"arnas": PRIMITIVES, "darts": DARTS_PRIMITIVES}
+
+
+def _pair(preset: str, prims, *, C: int = 4, cells: int = 4, dtype=torch.float64, seed: int = 0):
+    """A plain and a fused supernet with the same parameters and spread-out alphas."""
+    torch.manual_seed(seed)
+    plain = Supernet(Layout.preset(preset), C, 10, cells, primitives=prims, fused=False).to(dtype)
+    with torch.no_grad():
+        for a in plain.alphas.values():
+            a.normal_(0.0, 0.5)
+    fused = Supernet(Layout.preset(preset), C, 10, cells, primitives=prims, fused=True).to(dtype)
+    fused.load_state_dict(plain.state_dict())
+    assert all(c.fusion is not None for c in fused.cells) and fused.running_stats_freezable
+    return plain.train(), fused.train()
+
+
+def _params(net, x):
+    return [x, *net.arch_parameters().values(), *net.weight_parameters()]
+
+
+def _grads(y, params, **kw):
+    return torch.autograd.grad(y, params, allow_unused=True, materialize_grads=True, **kw)
+
+
+def _assert_buffers_equal(a, b, atol):
+    ba, bb = dict(a.named_buffers()), dict(b.named_buffers())
+    assert ba.keys() == bb.keys()
+    for k in ba:
+        torch.testing.assert_close(ba[k].double(), bb[k].double(), rtol=0, atol=atol, msg=k)
+
+
+def test_rounds_cover_every_edge_once():
+    for steps in (1, 2, 3, 4, 5):
+        rounds = plan_rounds(steps)
+        edges = [e for r in rounds for e in r.edges]
+        assert sorted(edges) == list(range(sum(2 + i for i in range(steps))))
+        for r in rounds:
+            assert len(r.edges) == len(r.sources) * len(r.targets)
+
+
+@pytest.mark.parametrize("prims", sorted(PRIMITIVE_SETS))
+@pytest.mark.parametrize("preset", sorted(LAYOUT_PRESETS))
+def test_fused_supernet_equals_plain_every_preset(preset, prims):
+    plain, fused = _pair(preset, PRIMITIVE_SETS[prims])
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    for _ in range(2):  # two training passes: running statistics accumulate
+        y1, y2 = plain(x), fused(x)
+        torch.testing.assert_close(y2, y1, rtol=0, atol=1e-10)
+        for a, b in zip(_grads(y1.square().sum(), _params(plain, x)), _grads(y2.square().sum(), _params(fused, x))):
+            torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-10)
+    _assert_buffers_equal(plain, fused, atol=1e-12)
+    plain.eval(), fused.eval()
+    torch.testing.assert_close(fused(x), plain(x), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("prims", sorted(PRIMITIVE_SETS))
+def test_fused_without_3x3_embedding_equals_plain(prims, monkeypatch):
+    """3x3 kernels at their own size (four depthwise calls per stage): same results."""
+    monkeypatch.setattr(_fused_cell, "EMBED_3X3", False)
+    plain, fused = _pair("arnas", PRIMITIVE_SETS[prims])
+    assert all(not c.fusion.embed for c in fused.cells)
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    y1, y2 = plain(x), fused(x)
+    torch.testing.assert_close(y2, y1, rtol=0, atol=1e-10)
+    g1 = _grads(y1.square().sum(), _params(plain, x), create_graph=True)
+    g2 = _grads(y2.square().sum(), _params(fused, x), create_graph=True)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-10)
+    h1 = torch.autograd.grad(sum(g.square().sum() for g in g1[1:3]), x)[0]  # double backward (exact order)
+    h2 = torch.autograd.grad(sum(g.square().sum() for g in g2[1:3]), x)[0]
+    torch.testing.assert_close(h2, h1, rtol=1e-8, atol=1e-10)
+    _assert_buffers_equal(plain, fused, atol=1e-12)
+
+
+@pytest.mark.parametrize("prims", [("skip_connect", "dil_conv_3x3"), ("none", "max_pool_3x3", "sep_conv_5x5"),
+                                   ("dil_conv_5x5", "sep_conv_3x3"), ("none",)])
+def test_fused_supernet_equals_plain_primitive_subsets_odd_size(prims):
+    plain, fused = _pair("arnas", prims)
+    x = torch.rand(2, 3, 9, 9, dtype=torch.float64, requires_grad=True)
+    y1, y2 = plain(x), fused(x)
+    torch.testing.assert_close(y2, y1, rtol=0, atol=1e-10)
+    for a, b in zip(_grads(y1.logsumexp(1).sum(), _params(plain, x)), _grads(y2.logsumexp(1).sum(), _params(fused, x))):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-10)
+    _assert_buffers_equal(plain, fused, atol=1e-12)
+
+
+@pytest.mark.parametrize("prims", sorted(PRIMITIVE_SETS))
+def test_fused_double_backward_equals_plain(prims):
+    """What the ``exact`` order differentiates: a gradient, differentiated again."""
+    plain, fused = _pair("arnas", PRIMITIVE_SETS[prims], cells=4)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    out = []
+    for net in (plain, fused):
+        ws, alphas = net.weight_parameters(), list(net.arch_parameters().values())
+        gw = _grads(F.cross_entropy(net(x), torch.tensor([1, 2])), ws, create_graph=True)
+        penalty = sum(g.square().sum() for g in gw)
+        out.append(_grads(penalty, alphas + ws[:6]))
+    for a, b in zip(*out):
+        torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-11)
+
+
+@pytest.mark.parametrize("prims", sorted(PRIMITIVE_SETS))
+def test_fused_float32_channels_last_and_groups_match_plain(prims):
+    plain, fused = _pair("arnas", PRIMITIVE_SETS[prims], C=8, cells=5, dtype=torch.float32, seed=1)
+    plain, fused = (m.to(memory_format=torch.channels_last) for m in (plain, fused))
+    xs = [torch.rand(4, 3, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_() for _ in range(2)]
+    twin = copy.deepcopy(fused)
+    sep = [plain(x) for x in xs]
+    grouped = twin.forward_groups(xs)
+    formats = []
+    hook = fused.cells[0].register_forward_hook(
+        lambda m, a, out: formats.append(out.is_contiguous(memory_format=torch.channels_last)))
+    single = fused(xs[0])
+    hook.remove()
+    assert formats == [True]  # the fused cell keeps channels_last memory
+    torch.testing.assert_close(single, sep[0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(sep, grouped):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    g1 = _grads(sum(lo.logsumexp(1).sum() for lo in sep), xs)
+    g2 = _grads(sum(lo.logsumexp(1).sum() for lo in grouped), xs)
+    for a, b in zip(g1, g2):  # float32 over 5 cells: compared as vectors (a ReLU or max-pool tie may flip)
+        assert float((a - b).norm() / a.norm()) < 1e-3
+    # the grouped pass updated the running statistics like the two separate passes
+    _assert_buffers_equal(plain, twin, atol=1e-5)
+
+
+def test_running_statistics_stay_module_buffers():
+    """The fused pass keeps the running statistics as views of flat tensors: they stay the
+    modules' buffers (state dict, loading, conversion) and keep receiving the updates."""
+    plain, fused = _pair("darts", DARTS_PRIMITIVES, cells=3)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    plain(x), fused(x)
+    state = fused.state_dict()
+    assert state.keys() == plain.state_dict().keys()
+    reloaded = Supernet(Layout.preset("darts"), 4, 10, 3, primitives=DARTS_PRIMITIVES).double()
+    reloaded.load_state_dict(state)
+    _assert_buffers_equal(reloaded, fused, atol=0)
+    # conversions replace the buffers (here: rounded to float32 and back, both models alike):
+    # the next fused pass rebinds them
+    plain, fused = plain.float().double(), fused.float().double()
+    plain(x), fused(x)
+    _assert_buffers_equal(plain, fused, atol=1e-12)
+    before = {k: v.clone() for k, v in fused.named_buffers()}
+    with frozen_running_stats():
+        fused(x)
+    for k, v in fused.named_buffers():
+        assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("order", ["first", "second", "exact"])
+def test_hypergradients_fused_equal_plain(order):
+    plain, fused = _pair("arnas", PRIMITIVES)
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.rand(4, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(3)]
+    ys = [torch.randint(0, 10, (4,), generator=g) for _ in range(2)]
+    batch = ArchBatch(xs[0], ys[0], xs[1], ys[1], xs[2])
+    out = []
+    for net in (plain, fused):
+        buffers = {k: v.clone() for k, v in net.named_buffers()}
+        us, losses = Architect(net, order=order).hypergradients(batch, eta=0.1)
+        out.append((us, losses))
+        for k, v in net.named_buffers():  # the passes leave the running statistics alone
+            assert torch.equal(v, buffers[k]), k
+    (u_plain, l_plain), (u_fused, l_fused) = out
+    for a, b in zip(l_plain, l_fused):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    for ua, ub in zip(u_plain, u_fused):
+        for a, b in zip(ua, ub):
+            torch.testing.assert_close(b, a, rtol=1e-7, atol=1e-10)
