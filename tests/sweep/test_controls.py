@@ -21,8 +21,8 @@ from ray import tune
 
 from arnas_ray.cli import main
 from arnas_ray.results.rundir import RunDir
-from arnas_ray.sweep.faults import FAULTS_ENV
 from arnas_ray.sweep import SweepSpec, run_sweep, select_for_retrain
+from arnas_ray.sweep.faults import FAULTS_ENV
 
 from ._specs import tiny_spec, write_spec
 
