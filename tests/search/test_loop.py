@@ -8,26 +8,17 @@ import math
 import pytest
 import torch
 
-from arnas_ray.attacks import AttackSpec
 from arnas_ray.checkpoint import load_checkpoint
-from arnas_ray.data import load_dataset
 from arnas_ray.errors import CheckpointError, DivergenceError
 from arnas_ray.search import SearchConfig, run_search
 from arnas_ray.search.loop import CHECKPOINT_NAME
 from arnas_ray.space import Genotype
 
-
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("synthetic", image_size=8, num_classes=4, num_train=48, num_test=8,
-                        val_fraction=0.2, seed=0, augment=False)
+from .conftest import loop_config
 
 
 def _config(**kw) -> SearchConfig:
-    base = dict(channels=4, cells=3, epochs=2, batch_size=4, steps_per_epoch=2, eval_samples=8,
-                eval_attack_steps=2, seed=3, attack=AttackSpec(kind="pgd", steps=2))
-    base.update(kw)
-    return SearchConfig(**base)
+    return loop_config(**kw)
 
 
 class _Stop(Exception):

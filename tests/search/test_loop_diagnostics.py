@@ -10,27 +10,18 @@ import math
 import pytest
 
 from arnas_ray._diagnostics import EPOCH_FIELDS, STEP_FIELDS
-from arnas_ray.attacks import AttackSpec
 from arnas_ray.checkpoint import load_checkpoint
 from arnas_ray.cli import main
-from arnas_ray.data import load_dataset
 from arnas_ray.search import SearchConfig, run_search
 from arnas_ray.search.loop import CHECKPOINT_NAME, STEPS_NAME
+
+from .conftest import loop_config
 
 TIMING = {"epoch_s", "search_s", "images_per_s"}
 
 
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("synthetic", image_size=8, num_classes=4, num_train=48, num_test=8,
-                        val_fraction=0.2, seed=0, augment=False)
-
-
 def _config(**kw) -> SearchConfig:
-    base = dict(channels=4, cells=3, epochs=2, batch_size=4, steps_per_epoch=2, eval_samples=8,
-                eval_attack_steps=2, seed=3, attack=AttackSpec(kind="pgd", steps=2), order="first")
-    base.update(kw)
-    return SearchConfig(**base)
+    return loop_config(**{"order": "first", **kw})
 
 
 @pytest.fixture(scope="module")
