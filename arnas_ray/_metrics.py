@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "ACCURACY_COLUMNS",
     "ATTACK_COLUMNS",
     "DEFAULT_EVAL_ATTACKS",
     "EVAL_ATTACKS",
@@ -36,6 +37,9 @@ ATTACK_COLUMNS: dict[str, str] = {"natural": "nat_acc", "fgsm": "fgsm_acc", "pgd
 STRENGTH_ORDER: tuple[str, ...] = ("aa", "pgd100", "pgd20", "fgsm")
 #: objectives of the search stage: the supernet's natural and PGD accuracy on held-out data
 SEARCH_OBJECTIVES: dict[str, str] = {"nat_acc": "max", "pgd_acc": "max"}
+#: every accuracy column of the results table: the supernet's, then each attack's after retraining
+ACCURACY_COLUMNS: tuple[str, ...] = (*SEARCH_OBJECTIVES,
+                                     *(ATTACK_COLUMNS[a] for a in EVAL_ATTACKS if a != "natural"))
 
 
 def strongest_attack(attacks: Iterable[str]) -> str | None:

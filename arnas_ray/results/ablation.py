@@ -31,6 +31,8 @@ from arnas_ray.results.stats import mean_ci, paired_diff, paired_test
 __all__ = ["FACTORS", "factor_summary", "paired_differences"]
 
 FACTORS: tuple[str, ...] = ("placement", "channel_ratios", "strategy", "normalization", "source")
+_SUMMARY_COLUMNS = ["level", "n", "mean", "std", "ci_low", "ci_high"]
+_DIFF_COLUMNS = ["level", "reference", "n_pairs", "diff", "ci_low", "ci_high", "p", "verdict"]
 
 
 def _per_seed(df: pd.DataFrame, by: str, metric: str, stage: str | None, pair_on: Sequence[str]) -> pd.DataFrame:
@@ -60,7 +62,7 @@ def factor_summary(df: pd.DataFrame, by: str, metric: str, *, stage: str | None 
         out.append({"level": level, "n": ci.n, "mean": ci.estimate,
                     "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
                     "ci_low": ci.low, "ci_high": ci.high})
-    return pd.DataFrame(out, columns=["level", "n", "mean", "std", "ci_low", "ci_high"])
+    return pd.DataFrame(out, columns=_SUMMARY_COLUMNS)
 
 
 def paired_differences(df: pd.DataFrame, by: str, metric: str, *, reference: str | None = None,
@@ -74,7 +76,7 @@ def paired_differences(df: pd.DataFrame, by: str, metric: str, *, reference: str
     data = _per_seed(df, by, metric, stage, pair_on)
     levels = sorted(data["level"].unique())
     if not levels:
-        return pd.DataFrame(columns=["level", "reference", "n_pairs", "diff", "ci_low", "ci_high", "p", "verdict"])
+        return pd.DataFrame(columns=_DIFF_COLUMNS)
     reference = reference if reference is not None else levels[0]
     if reference not in levels:
         raise ValueError(f"reference {reference!r} is not a level of {by!r}; levels: {levels}")
@@ -90,4 +92,4 @@ def paired_differences(df: pd.DataFrame, by: str, metric: str, *, reference: str
         out.append({"level": level, "reference": reference, "n_pairs": diff.n, "diff": diff.estimate,
                     "ci_low": diff.low, "ci_high": diff.high,
                     "p": paired_test(pairs[level].to_numpy(), pairs[reference].to_numpy()), "verdict": verdict})
-    return pd.DataFrame(out, columns=["level", "reference", "n_pairs", "diff", "ci_low", "ci_high", "p", "verdict"])
+    return pd.DataFrame(out, columns=_DIFF_COLUMNS)

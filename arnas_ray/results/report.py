@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from arnas_ray._atomic import atomic_write_text
+from arnas_ray._metrics import ACCURACY_COLUMNS
 from arnas_ray.results.cells import render_cell
 from arnas_ray.results.pareto import rank_rows, select_front
 from arnas_ray.results.plots import render_pareto, render_search_diagnostics
@@ -42,9 +43,8 @@ logger = logging.getLogger(__name__)
 
 REPORT_FILE = REPORT
 
-_METRICS = ("nat_acc", "pgd_acc", "fgsm_acc", "pgd20_acc", "pgd100_acc", "aa_acc")
 _TRIAL_COLUMNS = ("trial_id", "status", "source", "dataset", "placement", "channel_ratios", "strategy",
-                  "normalization", "order", "seed", "params", "flops", *_METRICS, "epochs", "wall_s",
+                  "normalization", "order", "seed", "params", "flops", *ACCURACY_COLUMNS, "epochs", "wall_s",
                   "pareto_rank", "gamma_mean", "gamma_frac_0", "gamma_frac_1", "cos_mean", "genotype_changes",
                   "entropy_mean", "error")
 _COST_COLUMNS = ("stage", "trial_id", "status", "device", "node", "wall_s", "started_at",
@@ -229,9 +229,8 @@ def _ablation_section(run: Run) -> str:
         summary = factor_summary(rows, factor, metric)
         diffs = paired_differences(rows, factor, metric)
         parts.append(f"<h3>{html.escape(factor)} ({html.escape(metric)}, mean over seeds, 95% CI)</h3>"
-                     + _html_table(summary, ("level", "n", "mean", "std", "ci_low", "ci_high"))
-                     + _html_table(diffs, ("level", "reference", "n_pairs", "diff", "ci_low", "ci_high", "p",
-                                           "verdict")))
+                     + _html_table(summary, tuple(summary.columns))
+                     + _html_table(diffs, tuple(diffs.columns)))
     return ("<h2>Ablations</h2>" + "".join(parts)) if parts else ""
 
 
@@ -265,8 +264,8 @@ def _trial_sections(run: Run) -> list[str]:
     out = []
     for stage in STAGES:
         rows = _stage_rows(ranked, stage)
-        metric_cols = [m for m in _METRICS if rows[m].notna().any()] or list(run.objectives(stage))
-        cols = [c for c in _TRIAL_COLUMNS if c not in _METRICS or c in metric_cols]
+        metric_cols = [m for m in ACCURACY_COLUMNS if rows[m].notna().any()] or list(run.objectives(stage))
+        cols = [c for c in _TRIAL_COLUMNS if c not in ACCURACY_COLUMNS or c in metric_cols]
         out.append(f"<h2>{stage.capitalize()} trials ({len(rows)})</h2>"
                    + _html_table(rows, cols, mark_front=True))
     return out

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from arnas_ray._metrics import EVAL_ATTACKS, SEARCH_OBJECTIVES, retrain_objectives
+from arnas_ray._metrics import ACCURACY_COLUMNS, EVAL_ATTACKS, SEARCH_OBJECTIVES, retrain_objectives
 from arnas_ray.results.hypervolume import hypervolume
 from arnas_ray.results.pareto import rank_rows, select_front
 from arnas_ray.results.rundir import SPEC, SUMMARY, RunDir
@@ -52,7 +52,6 @@ DEFAULT_OBJECTIVES: dict[str, dict[str, str]] = {
 """Objectives per stage when a run does not say: supernet natural vs PGD accuracy; retrained
 natural vs PGD-20 accuracy."""
 
-_METRICS = ("nat_acc", "pgd_acc", "fgsm_acc", "pgd20_acc", "pgd100_acc", "aa_acc")
 
 
 @dataclass(frozen=True)
@@ -269,7 +268,7 @@ def summarize_run(run_dir: str | os.PathLike[str] | Run) -> dict[str, Any]:
             "front": [str(t) for t in front["trial_id"]],
             "best": (_row_dict(front.iloc[0], ("trial_id", "placement", "channel_ratios",
                                                 "strategy", "seed", "params", "flops",
-                                                *_METRICS))
+                                                *ACCURACY_COLUMNS))
                      if len(front) else None),
             "wall_s": float(np.nansum(pd.to_numeric(rows["wall_s"], errors="coerce"))),
         }

@@ -24,6 +24,7 @@ from arnas_ray.errors import ArnasError
 __all__ = [
     "COLUMNS",
     "CorruptTableError",
+    "ENDED",
     "KEY",
     "RECOVER",
     "SCHEMA",
@@ -39,6 +40,8 @@ __all__ = [
 
 STAGES: tuple[str, ...] = ("search", "retrain")
 STATUSES: tuple[str, ...] = ("finished", "failed", "stopped", "running", "pending")
+ENDED: tuple[str, ...] = STATUSES[:3]
+"""The statuses of a trial that will not run on (in this sweep run)."""
 KEY: tuple[str, str] = ("stage", "trial_id")
 
 _TS = pa.timestamp("us", tz="UTC")

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from arnas_ray.results.schema import (
     COLUMNS,
+    ENDED,
     KEY,
     RECOVER,
     SCHEMA,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "CorruptTableError",
+    "ENDED",
     "KEY",
     "SCHEMA",
     "STAGES",

@@ -42,6 +42,7 @@ from ray import tune
 from arnas_ray.errors import SpecError
 from arnas_ray.results import rank_rows, stage_hypervolume, write_report
 from arnas_ray.results.rundir import SPEC, SUMMARY, RunDir, redact_uri
+from arnas_ray.results.table import ENDED
 from arnas_ray.sweep.baselines import baseline_points, searched_vs_random_summary
 from arnas_ray.sweep.faults import Faults
 from arnas_ray.sweep.lease import Lease
@@ -203,7 +204,7 @@ def _budget_note(spec: SweepSpec, outcome: Outcome) -> str:
     """What the time budget cut short, or ``""``."""
     if spec.budget.time_s is None or outcome.interrupted or outcome.wall_s < spec.budget.time_s:
         return ""
-    counts = {s: list(outcome.statuses.values()).count(s) for s in ("finished", "stopped", "failed")}
+    counts = {s: list(outcome.statuses.values()).count(s) for s in ENDED}
     return (f"time budget of {spec.budget.time_s:g} s reached after {outcome.wall_s:.0f} s: {counts['finished']} "
             f"finished, {counts['stopped']} stopped, {counts['failed']} failed of {spec.num_trials()} trial(s); "
             "selection goes on with the finished ones")

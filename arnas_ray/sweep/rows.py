@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from arnas_ray.results.rundir import RunDir
+from arnas_ray.results.table import ENDED
 from arnas_ray.sweep.faults import Faults
 from arnas_ray.sweep.spec import SweepSpec
 from arnas_ray.sweep.trainables import point_from_config
@@ -66,7 +67,7 @@ def _status(metrics: Mapping[str, Any], error: str | None) -> str:
     if error is not None:
         return "failed"
     status = metrics.get("status", "running")
-    return status if status in ("finished", "failed", "stopped") else "running"
+    return status if status in ENDED else "running"
 
 
 def final_status(metrics: Mapping[str, Any], error: str | None, tune_status: str | None) -> str:
@@ -115,7 +116,7 @@ def row(spec: SweepSpec, stage: str, key: str, meta: Mapping[str, Any], metrics:
         "epochs": metrics.get("epoch"), "wall_s": metrics.get("wall_s", total),
         "device": metrics.get("device"), "node": metrics.get("node"),
         "started_at": _ts(end - total) if end is not None and total is not None else None,
-        "finished_at": _ts(end) if status in ("finished", "failed", "stopped") else None,
+        "finished_at": _ts(end) if status in ENDED else None,
         "git_sha": git_sha,
         "config": _config_json(meta, metrics),
     }
