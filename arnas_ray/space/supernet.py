@@ -44,12 +44,13 @@ class SearchCell(nn.Module):
         self._ops = nn.ModuleList(
             op_cls(C, 2 if reduction and j < 2 else 1, primitives) for i in range(steps) for j in range(2 + i)
         )
-        # training mode, fused: the edges leaving each node computed together (no state of its own)
+        # training mode, fused, small states: the edges leaving each node computed together (no
+        # state of its own); larger states go one edge at a time (CellFusion.pays)
         self.fusion = CellFusion(primitives, steps, C, reduction=reduction) if fused else None
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor, groups: int = 1) -> torch.Tensor:
         g = groups
-        if self.fusion is not None and self.training:
+        if self.fusion is not None and self.training and self.fusion.pays(s1, g):
             return self.fusion.forward(self, s0, s1, weights, g, self.multiplier)
         states = [preprocess(self.preprocess0, s0, g), preprocess(self.preprocess1, s1, g)]
         caches: list[dict[str, object]] = [{}, {}]  # per source node, shared by its out-edges (fused ops)
@@ -157,8 +158,9 @@ class Supernet(nn.Module):
     @property
     def running_stats_freezable(self) -> bool:
         """Whether :func:`frozen_running_stats` keeps every running statistic of this supernet
-        unchanged in training mode (every cell fused: all its batch norms update through
-        :mod:`arnas_ray.space._groups`; plain ``MixedOp`` batch norms update their own)."""
+        unchanged in training mode (every cell fused: all its batch norms, across edges or one
+        edge at a time, update through :mod:`arnas_ray.space._groups`; plain ``MixedOp`` batch
+        norms update their own)."""
         return all(cell.fusion is not None for cell in self.cells)
 
     def arch_parameters(self) -> dict[str, nn.Parameter]:

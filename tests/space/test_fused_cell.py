@@ -25,6 +25,15 @@ from arnas_ray.space.supernet import frozen_running_stats
 PRIMITIVE_SETS = {"arnas": PRIMITIVES, "darts": DARTS_PRIMITIVES}
 
 
+@pytest.fixture(params=["cross-edge", "per-edge"])
+def cell_path(request, monkeypatch):
+    """Both training-mode paths of a fused cell: every edge together (the tests' tiny states
+    always qualify) or, with ``CROSS_EDGE_MAX`` at 0, one ``FusedMixedOp`` edge at a time."""
+    if request.param == "per-edge":
+        monkeypatch.setattr(_fused_cell, "CROSS_EDGE_MAX", 0)
+    return request.param
+
+
 def _pair(preset: str, prims, *, C: int = 4, cells: int = 4, dtype=torch.float64, seed: int = 0):
     """A plain and a fused supernet with the same parameters and spread-out alphas."""
     torch.manual_seed(seed)
@@ -64,7 +73,7 @@ def test_rounds_cover_every_edge_once():
 
 @pytest.mark.parametrize("prims", sorted(PRIMITIVE_SETS))
 @pytest.mark.parametrize("preset", sorted(LAYOUT_PRESETS))
-def test_fused_supernet_equals_plain_every_preset(preset, prims):
+def test_fused_supernet_equals_plain_every_preset(preset, prims, cell_path):
     plain, fused = _pair(preset, PRIMITIVE_SETS[prims])
     x = torch.rand(3, 3, 8, 8, dtype=torch.float64, requires_grad=True)
     for _ in range(2):  # two training passes: running statistics accumulate
@@ -109,7 +118,7 @@ def test_fused_supernet_equals_plain_primitive_subsets_odd_size(prims):
 
 
 @pytest.mark.parametrize("prims", sorted(PRIMITIVE_SETS))
-def test_fused_double_backward_equals_plain(prims):
+def test_fused_double_backward_equals_plain(prims, cell_path):
     """What the ``exact`` order differentiates: a gradient, differentiated again."""
     plain, fused = _pair("arnas", PRIMITIVE_SETS[prims], cells=4)
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
@@ -124,7 +133,7 @@ def test_fused_double_backward_equals_plain(prims):
 
 
 @pytest.mark.parametrize("prims", sorted(PRIMITIVE_SETS))
-def test_fused_float32_channels_last_and_groups_match_plain(prims):
+def test_fused_float32_channels_last_and_groups_match_plain(prims, cell_path):
     plain, fused = _pair("arnas", PRIMITIVE_SETS[prims], C=8, cells=5, dtype=torch.float32, seed=1)
     plain, fused = (m.to(memory_format=torch.channels_last) for m in (plain, fused))
     xs = [torch.rand(4, 3, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_() for _ in range(2)]
@@ -148,7 +157,7 @@ def test_fused_float32_channels_last_and_groups_match_plain(prims):
     _assert_buffers_equal(plain, twin, atol=1e-5)
 
 
-def test_running_statistics_stay_module_buffers():
+def test_running_statistics_stay_module_buffers(cell_path):
     """The fused pass keeps the running statistics as views of flat tensors: they stay the
     modules' buffers (state dict, loading, conversion) and keep receiving the updates."""
     plain, fused = _pair("darts", DARTS_PRIMITIVES, cells=3)
@@ -172,7 +181,7 @@ def test_running_statistics_stay_module_buffers():
 
 
 @pytest.mark.parametrize("order", ["first", "second", "exact"])
-def test_hypergradients_fused_equal_plain(order):
+def test_hypergradients_fused_equal_plain(order, cell_path):
     plain, fused = _pair("arnas", PRIMITIVES)
     g = torch.Generator().manual_seed(3)
     xs = [torch.rand(4, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(3)]
@@ -191,3 +200,25 @@ def test_hypergradients_fused_equal_plain(order):
     for ua, ub in zip(u_plain, u_fused):
         for a, b in zip(ua, ub):
             torch.testing.assert_close(b, a, rtol=1e-7, atol=1e-10)
+
+
+def test_cells_choose_the_path_by_state_size(monkeypatch):
+    """Cross-edge fusion for states of at most CROSS_EDGE_MAX elements (at the node
+    resolution, stacked batches counted), one edge at a time above; both give the same pass."""
+    fusion = _fused_cell.CellFusion(PRIMITIVES, 4, 8, reduction=False)
+    reduce = _fused_cell.CellFusion(PRIMITIVES, 4, 8, reduction=True)
+    limit = _fused_cell.CROSS_EDGE_MAX
+    assert limit == 1 << 17
+    x = torch.empty(16, 24, 32, 32)  # 16 * 32 * 32 * 8 = 131,072 elements per state
+    assert fusion.pays(x, 1) and not fusion.pays(x, 2)  # the search's first cell: PGD pairs go per edge
+    assert reduce.pays(x, 4) and not reduce.pays(x, 5)  # a reduction cell's nodes are at 16x16
+    assert reduce.pays(torch.empty(16, 24, 33, 33), 1) is (16 * 17 * 17 * 8 <= limit)
+    calls = []
+    original = _fused_cell.CellFusion.forward
+    monkeypatch.setattr(_fused_cell.CellFusion, "forward", lambda self, *a: calls.append(1) or original(self, *a))
+    plain, fused = _pair("arnas", PRIMITIVES, C=4, cells=3)
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    monkeypatch.setattr(_fused_cell, "CROSS_EDGE_MAX", 2 * 6 * 6 * 8)  # the cells at 6x6 and below only
+    y = fused(x)
+    assert len(calls) == 2  # the first cell (12x12, C=4: 1,152 elements) ran per edge
+    torch.testing.assert_close(y, plain(x), rtol=0, atol=1e-10)
