@@ -11,9 +11,9 @@ round every operation runs once for all of its edges (same mathematics as :class
   statistics get the updates). The normalised poolings and the identity (``skip_connect``)
   reach every target node through one matrix product with the edges' op weights;
 * the first depthwise convolution of every sep/dil conv op of every edge as one depthwise
-  convolution of the input repeated once per (op, edge); 3x3 kernels run as 5x5 kernels
-  with zero taps (the same sums; a dilated 3x3 as a dilated 5x5), so the four ops take two
-  calls (5x5 for the sep ops, dilated 5x5 for the dil ops), each followed by one grouped pointwise convolution and one batch norm over all its
+  convolution of the input repeated once per (op, edge); 3x3 and dilated 3x3 kernels run as
+  5x5 kernels with zero taps (the same sums), so the four ops take two calls (5x5 and dilated
+  5x5), each followed by one grouped pointwise convolution and one batch norm over all its
   channels (per-channel statistics are per edge and op already). The second half of the
   separable convolutions likewise; the final batch norms carry the op weights as their scale;
 * a stride-2 ``skip_connect`` (FactorizedReduce) of every edge as one grouped 1x1 convolution
@@ -56,7 +56,7 @@ EMBED_3X3 = True
 #: largest state, in elements (``N * H * W * g * C`` at the cell's node resolution), for which
 #: a cell evaluates its edges together; a cell with larger states evaluates them one edge at a
 #: time (:class:`~arnas_ray.space._mixed.FusedMixedOp`). The fused tensors are ``S * P * T``
-#: (up to 16) times a state and memory-bound past a few MB on these CPUs. Measured on the cells
+#: (up to 24) times a state and memory-bound past a few MB on these CPUs. Measured on the cells
 #: of the benchmark's small shape (C=8, 5 cells, batch 16, 32x32), forward and input gradient,
 #: 1 thread: the first cell with the two PGD batches stacked (262,144 elements) took 352 ms
 #: fused against 195 ms per edge, alone (131,072) 193 against 224 ms; the 8x8 cells 42-74 ms
@@ -104,11 +104,11 @@ def _repeat(x: Tensor, g: int, S: int, C: int, P: int, T: int) -> Tensor:
 
 def _dw_spec(name: str, embed: bool) -> tuple[int, int]:
     """(kernel, dilation) that op ``name``'s first depthwise convolution runs with: with
-    ``embed``, 3x3 kernels as 5x5 ones of the same dilation (padding ``d * (k // 2)`` either way),
+    ``embed``, 3x3 and dilated 3x3 kernels as 5x5 ones (padding ``d * (k // 2)`` either way),
     else its own."""
     if not embed:
         return SEP.get(name) or DIL[name], 2 if name in DIL else 1
-    return (5, 2) if name in DIL else (5, 1)
+    return (5, 2) if name == "dil_conv_5x5" else (5, 1)
 
 
 def _taps(name: str, size: int) -> list[int | None]:
@@ -117,8 +117,9 @@ def _taps(name: str, size: int) -> list[int | None]:
     k = SEP.get(name) or DIL[name]
     if k == size:
         return list(range(k * k))
-    # 3x3 in the middle (a dilated 3x3 kernel in a dilated 5x5 one: the same dilation)
-    return [(a - 1) * 3 + (b - 1) if 1 <= a <= 3 and 1 <= b <= 3 else None for a in range(5) for b in range(5)]
+    if name in SEP:  # 3x3 in the middle
+        return [(a - 1) * 3 + (b - 1) if 1 <= a <= 3 and 1 <= b <= 3 else None for a in range(5) for b in range(5)]
+    return [(a // 2) * 3 + b // 2 if a % 2 == 0 and b % 2 == 0 else None for a in range(5) for b in range(5)]
 
 
 class CellFusion:
@@ -290,15 +291,15 @@ class CellFusion:
                T: int, stride: int) -> list[Tensor]:
         """The sep/dil conv ops of every edge, as ``[N, H', W', g, s, o, t, c]`` views; their
         final batch norms carry the op weights. Stage A (the first depthwise conv of each op,
-        pointwise conv, batch norm) runs once per kernel shape: the 5x5 one (the sep ops, whose
-        stage B follows) and the dilated 5x5 one (the dil ops)."""
+        pointwise conv, batch norm) runs once per kernel shape: the 5x5 one (sep ops and the
+        embedded dilated 3x3) and the dilated 5x5 one."""
         C, E = self.C, rnd.edges
         groups: dict[tuple[int, int], list[str]] = {}
         for name in self.conv:  # sep ops first
             groups.setdefault(_dw_spec(name, self.embed), []).append(name)
         parts: list[Tensor] = []
         for (k, d), names in groups.items():
-            P, nsep = len(names), sum(n in SEP for n in names)  # sep ops have dilation 1, dil ops 2
+            P, nsep = len(names), sum(n in SEP for n in names)
             key = ("A", r, k, d)
             h = depthwise_conv2d(_repeat(relu, g, S, C, P, T), self.kernels(bank, key, names, 1, E, S, T, g, k),
                                  stride, d * (k // 2), d)
@@ -307,8 +308,12 @@ class CellFusion:
             slots = [[cast(nn.BatchNorm2d, cast(nn.Sequential, ops[s * T + t][self.col[n]])[3])] for s, n, t in order]
             cells = [(E[s * T + t], None if n in SEP else self.col[n]) for s, n, t in order]
             h = _g.bn_slots(h, slots, g, weight=self.take(wext, key, cells, C, g))
-            v = _nhwc(h, (g, S, P, T, C))  # one kernel shape holds sep ops only or dil ops only
-            parts.append(self._stage_b(r, rnd, ops, names, v, wext, bank, g, S, T) if nsep else v)
+            # split, not sliced: the backward of two slices would fill two zero tensors of h's size
+            h_sep, h_dil = torch.split(_nhwc(h, (g, S, P, T, C)), [nsep, P - nsep], dim=5)
+            if nsep < P:
+                parts.append(h_dil)
+            if nsep:
+                parts.append(self._stage_b(r, rnd, ops, names[:nsep], h_sep, wext, bank, g, S, T))
         return parts
 
     def _stage_b(self, r: int, rnd: Round, ops: Edges, names: Sequence[str], h: Tensor, wext: Tensor, bank: Tensor,
