@@ -200,7 +200,7 @@ class Architect:
             buf = None
             if w_optimizer is not None:
                 buf = w_optimizer.state.get(p, {}).get("momentum_buffer")
-            out.append(torch.zeros_like(p) if buf is None else buf.detach() * self.w_momentum)
+            out.append(torch.zeros_like(p) if buf is None else buf * self.w_momentum)  # buffers need no grad
         return out
 
     def unrolled_weights(self, batch: ArchBatch, *, eta: float,
@@ -213,12 +213,11 @@ class Architect:
         loss_tr = self._loss(w_leaf, [a.detach() for a in self.alphas], batch.x_train, batch.y_train,
                              buffers)
         g_w = _grad(loss_tr, w_leaf)
-        w = [p.detach() for p in self.weights]
-        with torch.no_grad():
+        with torch.no_grad():  # (the leaves hold the weights' values; nothing here is recorded)
             # the reference's order: theta - eta * (moment + (grad + wd * theta))
-            d = torch._foreach_add(g_w, w, alpha=self.w_weight_decay)
+            d = torch._foreach_add(g_w, w_leaf, alpha=self.w_weight_decay)
             d = torch._foreach_add(self._momentum(w_optimizer), d)
-            return list(torch._foreach_add(w, d, alpha=-eta))
+            return list(torch._foreach_add(w_leaf, d, alpha=-eta))
 
     def hypergradients(self, batch: ArchBatch, *, eta: float,
                        w_optimizer: torch.optim.Optimizer | None = None,
@@ -288,7 +287,7 @@ class Architect:
         unrolled = [p.requires_grad_(True) for p in self.unrolled_weights(
             batch, eta=eta, w_optimizer=w_optimizer, buffers=buffers)]
         n_a = len(alphas)
-        w = [p.detach() for p in self.weights]
+        w = self.weights  # only read under no_grad (the shifted weights of the Hessian-vector passes)
         us: list[Grads | None] = [None, None]
         losses: list[Tensor | None] = [None, None]
         for i, obj in enumerate(objectives):

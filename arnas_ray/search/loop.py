@@ -40,7 +40,7 @@ from arnas_ray.search.architect import ArchBatch, Architect
 from arnas_ray.search.config import SearchConfig
 from arnas_ray.search.diagnostics import EpochDiagnostics, op_entropy
 from arnas_ray.search.result import SearchResult
-from arnas_ray.space import Network, Supernet, count_macs, count_params
+from arnas_ray.space import Network, Supernet, count_macs, count_params, reused_reps
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -133,7 +133,8 @@ def search_step(parts: SearchParts, x_tr: torch.Tensor, y_tr: torch.Tensor, x_va
         x_val = x_val.contiguous(memory_format=torch.channels_last)
     need_adv = architect.objectives(strategy)[1]
     x_val_adv: torch.Tensor | None
-    with frozen_parameters(list(model.parameters())), ctx():  # PGD asks for input gradients only
+    # PGD asks for input gradients only; its passes share the repeated frozen weights
+    with frozen_parameters(list(model.parameters())), reused_reps(), ctx():
         if need_adv and _pairable(parts, x_tr, x_val):  # both attacks in one pass per PGD step
             x_tr_adv, x_val_adv = pgd_groups(model.forward_groups, [x_tr, x_val], [y_tr, y_val], config.attack,
                                              generator=generator)

@@ -1,5 +1,6 @@
 """The ARNAS search space: ops, layouts, genotypes, supernet, discrete network, cost."""
 
+from arnas_ray.space._groups import reused_reps
 from arnas_ray.space.cost import count_macs, count_params
 from arnas_ray.space.genotype import GENOTYPES, CellGenotype, Genotype, derive_genotype
 from arnas_ray.space.layout import LAYOUT_PRESETS, REDUCE, CellPlan, Layout, Stage
@@ -26,4 +27,5 @@ __all__ = [
     "count_params",
     "derive_genotype",
     "get_op",
+    "reused_reps",
 ]

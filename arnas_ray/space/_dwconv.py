@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arnas_ray.space._groups import channels_last, rep
+from arnas_ray.space._groups import channels_last, rep, reused
 
 __all__ = ["depthwise_conv2d", "dw_conv"]
 
@@ -47,7 +47,7 @@ def _grad_input(go: Tensor, w: Tensor, shape: torch.Size, stride: int, padding: 
     # "same" correlation of the (spread) gradient with the flipped kernel; crop if the
     # forward's padding was not symmetric in effect
     pad_t = dilation * (w.shape[-1] - 1) - padding
-    out = F.conv2d(go, w.flip(-1, -2), None, 1, pad_t, dilation, C)
+    out = F.conv2d(go, reused(w, "flip", lambda u: u.flip(-1, -2)), None, 1, pad_t, dilation, C)
     return out[:, :, : shape[2], : shape[3]]
 
 

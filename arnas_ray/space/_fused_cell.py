@@ -53,7 +53,7 @@ POOLS = ("max_pool_3x3", "avg_pool_3x3")
 #: the multiply-adds of those ops), read when a cell's fusion is built; a benchmark knob
 #: (``benchmarks/search_step.py --no-embed``)
 EMBED_3X3 = True
-#: largest state, in elements (``N * H * W * g * C`` at the cell's node resolution), for which
+#: largest state, in elements (``N * H * W * g * C`` at the cell's input resolution), for which
 #: a cell evaluates its edges together; a cell with larger states evaluates them one edge at a
 #: time (:class:`~arnas_ray.space._mixed.FusedMixedOp`). The fused tensors are ``S * P * T``
 #: (up to 24) times a state and memory-bound past a few MB on these CPUs. Measured on the cells
@@ -62,6 +62,12 @@ EMBED_3X3 = True
 #: fused against 195 ms per edge, alone (131,072) 193 against 224 ms; the 8x8 cells 42-74 ms
 #: fused against 64-79 ms (``benchmarks/RESULTS.md``). Read at every pass; a benchmark knob.
 CROSS_EDGE_MAX = 1 << 17
+#: the same for reduction cells, counted at their input resolution: round 0 repeats both inputs
+#: once per (op, target) there (24 times a 32x32 state in the benchmark's second cell). Measured
+#: on that cell (2-core Xeon, as above): with the PGD pair (524,288 elements) 240 ms fused
+#: against 195 ms per edge, alone (262,144) 104.5 against 107 ms; the whole second-order step
+#: 10.1-10.5 s -> 9.35-9.5 s (``benchmarks/RESULTS.md``).
+REDUCTION_MAX = 1 << 18
 Key = tuple[int, object, int]  # (op column, submodule: index or attribute name, edge)
 Edges = list[nn.ModuleList]  # per edge of a round, its primitive modules (``MixedOp._ops``)
 
@@ -166,11 +172,11 @@ class CellFusion:
 
     def pays(self, s1: Tensor, g: int) -> bool:
         """Whether evaluating the edges together pays for a cell input ``s1`` (``[N, *, H, W]``)
-        with ``g`` stacked batches: its states are at most :data:`CROSS_EDGE_MAX` elements."""
-        h, w = s1.shape[2], s1.shape[3]
-        if self.reduction:
-            h, w = (h + 1) // 2, (w + 1) // 2
-        return s1.shape[0] * h * w * g * self.C <= CROSS_EDGE_MAX
+        with ``g`` stacked batches: ``N * H * W * g * C`` (at the input's resolution, also in a
+        reduction cell, whose round 0 reads the inputs repeated per edge and op at that
+        resolution) is at most :data:`CROSS_EDGE_MAX` (:data:`REDUCTION_MAX` in a reduction cell)."""
+        limit = REDUCTION_MAX if self.reduction else CROSS_EDGE_MAX
+        return s1.shape[0] * s1.shape[2] * s1.shape[3] * g * self.C <= limit
 
     # ---- weights --------------------------------------------------------------------------
     def bank(self, cell: nn.Module) -> Tensor | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, cast
 
 import torch
@@ -26,13 +26,44 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["Token", "apply_updates", "bn", "bn_groups", "bn_slots", "channels_last", "conv", "deferred_updates",
-           "frozen_updates", "gcat", "rep"]
+           "frozen_updates", "gcat", "rep", "reused", "reused_reps"]
+
+
+_REPS: contextvars.ContextVar[dict[tuple[int, object], tuple[Tensor, int, Tensor]] | None] = contextvars.ContextVar(
+    "arnas_ray_reps", default=None)
+
+
+def reused(t: Tensor, tag: object, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``fn(t)``; inside :func:`reused_reps` computed once per (tensor, ``tag``) when ``t``
+    needs no gradient, and reused while it is the same object with the same version counter."""
+    cache = _REPS.get()
+    if cache is None or t.requires_grad:
+        return fn(t)
+    hit = cache.get((id(t), tag))
+    if hit is not None and hit[0] is t and hit[1] == t._version:
+        return hit[2]
+    out = fn(t)
+    cache[(id(t), tag)] = (t, t._version, out)  # holds t: its id is not reused meanwhile
+    return out
 
 
 def rep(t: Tensor, g: int) -> Tensor:
     """``t`` repeated ``g`` times along its first axis (a weight for ``g`` channel blocks); one
-    ``cat`` (``Tensor.repeat`` makes about five times the aten calls, forward and backward)."""
-    return t if g == 1 else torch.cat([t] * g)
+    ``cat`` (``Tensor.repeat`` makes about five times the aten calls, forward and backward).
+    Inside :func:`reused_reps`, computed once per tensor that needs no gradient."""
+    return t if g == 1 else reused(t, g, lambda u: torch.cat([u] * g))
+
+
+@contextlib.contextmanager
+def reused_reps() -> Iterator[None]:
+    """Inside, :func:`rep` (and :func:`reused`) of a tensor that needs no gradient (a frozen
+    parameter) is computed once and reused while the tensor is unchanged (same object, same
+    version counter): for repeated passes with frozen weights, such as the steps of a PGD attack."""
+    token = _REPS.set({})
+    try:
+        yield
+    finally:
+        _REPS.reset(token)
 
 
 def conv(m: nn.Conv2d, x: Tensor, g: int) -> Tensor:

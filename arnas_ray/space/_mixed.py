@@ -90,22 +90,25 @@ class FusedMixedOp(MixedOp):
             cache = {}
         relu_x: torch.Tensor | None = cache.get("relu")  # type: ignore[assignment]
         total: torch.Tensor | None = None
+        # one op each, not a select (whose backward fills a zero tensor) and an expanded copy per op
+        ws = weights.unbind(0)
+        rows = weights.unsqueeze(1).expand(-1, x.shape[1]).contiguous().unbind(0)  # scales of the final BNs
         for k, (name, op) in enumerate(zip(self.primitives, self._ops)):
             if name == "none":
                 continue
-            w = weights[k]
+            w = ws[k]
             if isinstance(op, SepConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
                 h = _g.bn(cast(nn.BatchNorm2d, op[3]),
                           _g.conv(cast(nn.Conv2d, op[2]), dw_conv(cast(nn.Conv2d, op[1]), relu_x, g), g), g)
                 h = _g.conv(cast(nn.Conv2d, op[6]), dw_conv(cast(nn.Conv2d, op[5]), F.relu(h), g), g)
-                t = _bn_scaled(h, cast(nn.BatchNorm2d, op[7]), w, g)
+                t = _g.bn(cast(nn.BatchNorm2d, op[7]), h, g, weight=rows[k])
             elif isinstance(op, DilConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
                 h = _g.conv(cast(nn.Conv2d, op[2]), dw_conv(cast(nn.Conv2d, op[1]), relu_x, g), g)
-                t = _bn_scaled(h, cast(nn.BatchNorm2d, op[3]), w, g)
+                t = _g.bn(cast(nn.BatchNorm2d, op[3]), h, g, weight=rows[k])
             elif isinstance(op, nn.Sequential):  # pool -> BN(affine=False)
                 t = _pool_bn(name, op, x, w, cache, g)
             elif isinstance(op, Identity):
@@ -113,7 +116,7 @@ class FusedMixedOp(MixedOp):
             elif isinstance(op, FactorizedReduce):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                t = _bn_scaled(op.branches(relu_x, g), op.bn, w, g)
+                t = _g.bn(op.bn, op.branches(relu_x, g), g, weight=rows[k])
             else:  # pragma: no cover - FUSABLE guards this
                 t = w * op(x)
             total = t if total is None else total + t

@@ -54,12 +54,13 @@ class SearchCell(nn.Module):
             return self.fusion.forward(self, s0, s1, weights, g, self.multiplier)
         states = [preprocess(self.preprocess0, s0, g), preprocess(self.preprocess1, s1, g)]
         caches: list[dict[str, object]] = [{}, {}]  # per source node, shared by its out-edges (fused ops)
+        rows = weights.unbind(0)  # one op (and one in the backward) instead of a select per edge
         offset = 0
         for _ in range(self.steps):
             s = None
             for j, h in enumerate(states):
                 op = self._ops[offset + j]
-                t = op(h, weights[offset + j], caches[j], g) if self.fused else op(h, weights[offset + j])
+                t = op(h, rows[offset + j], caches[j], g) if self.fused else op(h, rows[offset + j])
                 s = t if s is None else s + t
             offset += len(states)
             states.append(cast(torch.Tensor, s))  # states is never empty: not None

@@ -28,9 +28,11 @@ PRIMITIVE_SETS = {"arnas": PRIMITIVES, "darts": DARTS_PRIMITIVES}
 @pytest.fixture(params=["cross-edge", "per-edge"])
 def cell_path(request, monkeypatch):
     """Both training-mode paths of a fused cell: every edge together (the tests' tiny states
-    always qualify) or, with ``CROSS_EDGE_MAX`` at 0, one ``FusedMixedOp`` edge at a time."""
+    always qualify) or, with ``CROSS_EDGE_MAX`` and ``REDUCTION_MAX`` at 0, one ``FusedMixedOp``
+    edge at a time."""
     if request.param == "per-edge":
         monkeypatch.setattr(_fused_cell, "CROSS_EDGE_MAX", 0)
+        monkeypatch.setattr(_fused_cell, "REDUCTION_MAX", 0)
     return request.param
 
 
@@ -203,22 +205,24 @@ def test_hypergradients_fused_equal_plain(order, cell_path):
 
 
 def test_cells_choose_the_path_by_state_size(monkeypatch):
-    """Cross-edge fusion for states of at most CROSS_EDGE_MAX elements (at the node
-    resolution, stacked batches counted), one edge at a time above; both give the same pass."""
+    """Cross-edge fusion for states of at most CROSS_EDGE_MAX elements (REDUCTION_MAX in a
+    reduction cell; at the input resolution, stacked batches counted), one edge at a time
+    above; both give the same pass."""
     fusion = _fused_cell.CellFusion(PRIMITIVES, 4, 8, reduction=False)
     reduce = _fused_cell.CellFusion(PRIMITIVES, 4, 8, reduction=True)
-    limit = _fused_cell.CROSS_EDGE_MAX
-    assert limit == 1 << 17
+    assert (_fused_cell.CROSS_EDGE_MAX, _fused_cell.REDUCTION_MAX) == (1 << 17, 1 << 18)
     x = torch.empty(16, 24, 32, 32)  # 16 * 32 * 32 * 8 = 131,072 elements per state
     assert fusion.pays(x, 1) and not fusion.pays(x, 2)  # the search's first cell: PGD pairs go per edge
-    assert reduce.pays(x, 4) and not reduce.pays(x, 5)  # a reduction cell's nodes are at 16x16
-    assert reduce.pays(torch.empty(16, 24, 33, 33), 1) is (16 * 17 * 17 * 8 <= limit)
+    # the second (reduction) cell reads 32x32 inputs: alone fused, the PGD pairs per edge
+    assert reduce.pays(x, 2) and not reduce.pays(x, 3)
+    assert reduce.pays(torch.empty(16, 24, 33, 33), 1) and not reduce.pays(torch.empty(16, 24, 33, 33), 2)
     calls = []
     original = _fused_cell.CellFusion.forward
     monkeypatch.setattr(_fused_cell.CellFusion, "forward", lambda self, *a: calls.append(1) or original(self, *a))
     plain, fused = _pair("arnas", PRIMITIVES, C=4, cells=3)
     x = torch.rand(2, 3, 12, 12, dtype=torch.float64)
-    monkeypatch.setattr(_fused_cell, "CROSS_EDGE_MAX", 2 * 6 * 6 * 8)  # the cells at 6x6 and below only
+    monkeypatch.setattr(_fused_cell, "CROSS_EDGE_MAX", 2 * 6 * 6 * 8)  # the normal cells at 6x6 and below
+    monkeypatch.setattr(_fused_cell, "REDUCTION_MAX", 2 * 12 * 12 * 8)  # the reduction cell (12x12 inputs)
     y = fused(x)
     assert len(calls) == 2  # the first cell (12x12, C=4: 1,152 elements) ran per edge
     torch.testing.assert_close(y, plain(x), rtol=0, atol=1e-10)
