@@ -14,7 +14,11 @@ convolutions instead:
 * weight gradient of dilated kernels: a correlation of the (zero-padded) input with the output
   gradient used as the kernel (batch folded into groups), dilated by the stride and strided by
   the dilation (on the 2-core AMD EPYC of the development machines oneDNN's own weight gradient
-  is as fast or faster for undilated kernels, above all for many channels, and is used there).
+  is as fast or faster for undilated kernels, above all for many channels, and is used there);
+* the weight gradient of float32 channels_last inputs (except undilated 3x3 kernels), where
+  the machine can build it, by the compiled kernel of :mod:`arnas_ray.space._kernels`
+  (3-5x oneDNN's rate for 5x5 kernels, more for dilated ones); the paths above are the
+  fallback and the differentiable path of a double backward.
 
 The input is kept for the backward pass only when the weight gradient is asked for.
 
@@ -30,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from arnas_ray.space import _kernels
 from arnas_ray.space._groups import channels_last, rep, reused
 
 __all__ = ["depthwise_conv2d", "dw_conv"]
@@ -73,17 +78,25 @@ class _DepthwiseConv(torch.autograd.Function):
         stride, padding, dilation, shape, strides = ctx.conf
         gx = gw = None
         k = w.shape[-1]
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if need_w and not torch.is_grad_enabled() and (k != 3 or dilation != 1):
+            # the compiled kernel (None where it does not apply); not differentiable, so a
+            # double backward (grad mode on) takes the paths below. oneDNN's undilated 3x3
+            # weight gradient is as fast
+            gw = _kernels.grad_weight(go, x, k, stride, padding, dilation)
+            need_w = gw is None
         # measured per case (module docstring): oneDNN stays faster for the input gradient
         # of undilated strided kernels and the weight gradient of undilated kernels
-        native_in = stride != 1 and dilation == 1
-        native_w = dilation == 1
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if (need_x and native_in) or (need_w and native_w):
+        native_in = need_x and stride != 1 and dilation == 1
+        native_w = need_w and dilation == 1
+        if native_in or native_w:
             ref = x if x is not None else go.new_empty_strided(shape, strides)  # only its shape is read
             nx, nw, _ = torch.ops.aten.convolution_backward(
                 go, ref, w, None, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], shape[1],
-                [need_x and native_in, need_w and native_w, False])
-            gx, gw = nx, nw
+                [native_in, native_w, False])
+            gx = nx
+            if native_w:
+                gw = nw
         if need_x and not native_in:
             gx = _grad_input(go, w, shape, stride, padding, dilation)
         if need_w and not native_w:

@@ -1,0 +1,128 @@
+"""An optional compiled CPU kernel: the weight gradient of a depthwise convolution.
+
+oneDNN's CPU weight gradient of a depthwise convolution runs at a fraction of its forward's
+rate: for 5x5 kernels at the supernet's fused widths (float32, channels_last, 1 thread) it
+was 3-4x slower than this kernel, for dilated ones (against the grouped-convolution path of
+:mod:`arnas_ray.space._dwconv`) 2-5x (``benchmarks/RESULTS.md``); the search step's weight
+passes spend much of their time there. The C source (:file:`csrc/kernels.c`: AVX2 + FMA,
+POSIX threads over channel blocks) is compiled once per machine with the system C compiler
+into a cache folder and loaded with :mod:`ctypes`.
+
+Where it cannot be used, everything runs as before (:mod:`arnas_ray.space._dwconv`): no C
+compiler, a CPU without AVX2, not Linux on x86-64, ``ARNAS_RAY_NATIVE=0`` in the
+environment, another dtype than float32, or other memory than channels_last. The build goes
+to ``$ARNAS_RAY_CACHE/native`` (default ``~/.cache/arnas-ray/native``), named by a hash of
+the source, the compiler and its flags, and is written to a temporary name and renamed, so
+that concurrent workers on one machine never load half a file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["ENV", "available", "grad_weight", "library"]
+
+ENV = "ARNAS_RAY_NATIVE"  # "0": never use the compiled kernel
+SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
+FLAGS = ("-O3", "-mavx2", "-mfma", "-shared", "-fPIC", "-pthread")
+#: below this many multiply-adds the kernel runs on one thread (a thread costs tens of microseconds)
+THREAD_MIN_MACS = 1 << 21
+_log = logging.getLogger(__name__)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("ARNAS_RAY_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "arnas-ray") / "native"
+
+
+def _build(cc: str) -> Path | None:
+    """The compiled library (built now if this machine's cache lacks it), or None."""
+    src = SOURCE.read_bytes()
+    tag = hashlib.sha256(b"\0".join([src, cc.encode(), *(f.encode() for f in FLAGS)])).hexdigest()[:16]
+    lib = _cache_dir() / f"kernels-{tag}.so"
+    if lib.exists():
+        return lib
+    tmp = lib.with_name(f".{lib.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        lib.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            _log.warning("arnas-ray: %s could not compile %s (%s); using PyTorch's kernels",
+                         cc, SOURCE.name, (done.stderr.strip().splitlines() or ["no message"])[-1])
+            return None
+        os.replace(tmp, lib)
+    except (OSError, subprocess.SubprocessError) as exc:
+        _log.warning("arnas-ray: no compiled kernels (%s); using PyTorch's", exc)
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return lib
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The loaded kernel library, or None where it cannot be used (module docstring)."""
+    if os.environ.get(ENV, "1") == "0":
+        return None
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    path = _build(cc)
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        _log.warning("arnas-ray: cannot load %s (%s); using PyTorch's kernels", path, exc)
+        return None
+    lib.dw_grad_weight.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 11
+    lib.dw_grad_weight.restype = ctypes.c_int
+    return lib
+
+
+def available() -> bool:
+    """Whether the compiled kernel is in use on this machine."""
+    return os.environ.get(ENV, "1") != "0" and library() is not None
+
+
+def _threads(macs: int) -> int:
+    return torch.get_num_threads() if macs >= THREAD_MIN_MACS else 1
+
+
+def grad_weight(go: Tensor, x: Tensor, k: int, stride: int, padding: int, dilation: int) -> Tensor | None:
+    """The weight gradient ``[C, 1, k, k]`` of ``F.conv2d(x, w, None, stride, padding, dilation,
+    groups=C)`` for the output gradient ``go``, or None where the kernel does not apply (then
+    the caller computes it): CPU float32 tensors, ``x`` in channels_last memory; not differentiable."""
+    if os.environ.get(ENV, "1") == "0" or x.dtype != torch.float32 or go.dtype != torch.float32:
+        return None
+    if x.device.type != "cpu" or go.device.type != "cpu" or x.dim() != 4 or k > 16:
+        return None
+    cl = torch.channels_last
+    lib = library()
+    if lib is None or not x.is_contiguous(memory_format=cl):
+        return None
+    go = go.contiguous(memory_format=cl)  # a copy where it is not: far cheaper than the native path
+    N, C, H, W = x.shape
+    OH, OW = go.shape[2], go.shape[3]
+    gw = torch.empty(C, 1, k, k, dtype=torch.float32)
+    threads = _threads(N * C * OH * OW * k * k)
+    if lib.dw_grad_weight(x.data_ptr(), go.data_ptr(), gw.data_ptr(), N, H, W, C, OH, OW, k, stride, padding,
+                          dilation, threads) != 0:
+        return None
+    return gw
