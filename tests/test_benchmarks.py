@@ -42,6 +42,17 @@ def test_attacks_and_pareto_benchmarks_smoke(tmp_path):
     assert pareto["bench"] == "pareto"
 
 
+def test_dw_kernel_benchmark_smoke(tmp_path):
+    from arnas_ray.space import _kernels
+
+    lines = _run(["benchmarks/dw_kernel.py", "--quick", "--repeats", "1"], tmp_path)
+    assert [(line["C"], line["dilation"]) for line in lines] == [(16, 1), (8, 2)]
+    for line in lines:
+        assert line["bench"] == "dw_kernel" and line["pytorch_ms"] > 0 and line["kernel"] == _kernels.available()
+        if line["kernel"]:  # the two paths compute the same gradient
+            assert line["kernel_ms"] > 0 and line["max_rel_diff"] < 1e-5
+
+
 def test_op_count_benchmark_smoke(tmp_path):
     args = ["benchmarks/op_count.py", "--shape", "quickstart", "--batch", "16", "--channels", "4", "--cells", "3",
             "--pgd-steps", "1", "--steps", "1"]
