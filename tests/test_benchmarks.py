@@ -56,8 +56,7 @@ def test_dw_kernel_benchmark_smoke(tmp_path):
 def test_op_count_benchmark_smoke(tmp_path):
     args = ["benchmarks/op_count.py", "--shape", "quickstart", "--batch", "16", "--channels", "4", "--cells", "3",
             "--pgd-steps", "1", "--steps", "1"]
-    (fused,) = _run(args, tmp_path)
-    (plain,) = _run([*args, "--plain"], tmp_path)
+    fused, plain = _run([*args, "--impl", "fused", "plain"], tmp_path)
     for line in (fused, plain):
         assert line["bench"] == "op_count" and line["threads"] == 1 and line["order"] == "first"
         assert 0 < line["conv_calls"] < line["aten_calls"] and line["sec_per_step"] > 0
