@@ -5,8 +5,13 @@ rate: for 5x5 kernels at the supernet's fused widths (float32, channels_last, 1 
 was 3-4x slower than this kernel, for dilated ones (against the grouped-convolution path of
 :mod:`arnas_ray.space._dwconv`) 2-5x (``benchmarks/RESULTS.md``); the search step's weight
 passes spend much of their time there. The C source (:file:`csrc/kernels.c`: AVX2 + FMA,
-POSIX threads over channel blocks) is compiled once per machine with the system C compiler
-into a cache folder and loaded with :mod:`ctypes`.
+threads over channel blocks) is compiled once per machine with the system C compiler into a
+cache folder and loaded with :mod:`ctypes`. It is built with OpenMP where the compiler can, so
+that its threads are those of the OpenMP runtime PyTorch has already loaded (``libgomp.so.1``
+is the same library, found loaded by its name): PyTorch's workers spin for a while after each
+operation, and threads of the kernel's own competed with them for the cores (at 2 threads the
+kernel's calls in a search step took 0.566 s with POSIX threads, 0.345 s on one thread;
+``benchmarks/RESULTS.md``). Otherwise POSIX threads.
 
 Where it cannot be used, everything runs as before (:mod:`arnas_ray.space._dwconv`): no C
 compiler, a CPU without AVX2, not Linux on x86-64, ``ARNAS_RAY_NATIVE=0`` in the
@@ -37,6 +42,7 @@ __all__ = ["ENV", "available", "grad_weight", "library"]
 ENV = "ARNAS_RAY_NATIVE"  # "0": never use the compiled kernel
 SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
 FLAGS = ("-O3", "-mavx2", "-mfma", "-shared", "-fPIC", "-pthread")
+OPENMP = ("-fopenmp",)  # tried first, then FLAGS alone
 #: below this many multiply-adds the kernel runs on one thread (a thread costs tens of microseconds)
 THREAD_MIN_MACS = 1 << 21
 _log = logging.getLogger(__name__)
@@ -47,24 +53,28 @@ def _cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "arnas-ray") / "native"
 
 
-def _build(cc: str) -> Path | None:
-    """The compiled library (built now if this machine's cache lacks it), or None."""
+def _build(cc: str, flags: tuple[str, ...] = FLAGS, *, quiet: bool = False) -> Path | None:
+    """The library compiled with ``flags`` (built now if this machine's cache lacks it), or None
+    (with a warning unless ``quiet``)."""
     src = SOURCE.read_bytes()
-    tag = hashlib.sha256(b"\0".join([src, cc.encode(), *(f.encode() for f in FLAGS)])).hexdigest()[:16]
+    tag = hashlib.sha256(b"\0".join([src, cc.encode(), *(f.encode() for f in flags)])).hexdigest()[:16]
     lib = _cache_dir() / f"kernels-{tag}.so"
     if lib.exists():
         return lib
     tmp = lib.with_name(f".{lib.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         lib.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([cc, *flags, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
+            if quiet:
+                return None
             _log.warning("arnas-ray: %s could not compile %s (%s); using PyTorch's kernels",
                          cc, SOURCE.name, (done.stderr.strip().splitlines() or ["no message"])[-1])
             return None
         os.replace(tmp, lib)
     except (OSError, subprocess.SubprocessError) as exc:
-        _log.warning("arnas-ray: no compiled kernels (%s); using PyTorch's", exc)
+        if not quiet:
+            _log.warning("arnas-ray: no compiled kernels (%s); using PyTorch's", exc)
         return None
     finally:
         tmp.unlink(missing_ok=True)
@@ -83,7 +93,7 @@ def library() -> ctypes.CDLL | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         return None
-    path = _build(cc)
+    path = _build(cc, FLAGS + OPENMP, quiet=True) or _build(cc)
     if path is None:
         return None
     try:

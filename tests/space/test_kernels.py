@@ -5,6 +5,7 @@ fallback where it cannot be built."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -169,3 +170,23 @@ def test_switched_off_by_the_environment(monkeypatch):
     assert not _kernels.available()
     x = torch.randn(1, 8, 4, 4).contiguous(memory_format=CL)
     assert _kernels.grad_weight(torch.randn(1, 8, 4, 4), x, 5, 1, 2, 1) is None
+
+
+def test_the_kernel_uses_the_openmp_runtime_pytorch_loaded():
+    """Built with OpenMP, the library must not bring a second OpenMP runtime into the process:
+    its threads are those of PyTorch's (one libgomp mapped, PyTorch's)."""
+    if _kernels.library() is None:
+        pytest.skip("no compiled kernel here (no cc or no AVX2)")
+    g = torch.Generator().manual_seed(0)
+    x, go = (torch.randn(4, 16, 12, 12, generator=g).contiguous(memory_format=CL) for _ in range(2))
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gw = _kernels.grad_weight(go, x, 5, 1, 2, 1)
+    finally:
+        torch.set_num_threads(prev)
+    assert gw is not None
+    torch.testing.assert_close(gw.double(), _reference_grad_weight(go, x, 5, 1, 2, 1), rtol=1e-4, atol=1e-4)
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    runtimes = {Path(line.split()[-1]).resolve() for line in maps if "libgomp" in line.split()[-1]}
+    assert len(runtimes) <= 1, runtimes

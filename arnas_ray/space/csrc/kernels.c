@@ -5,7 +5,10 @@
  * (taps outside the input read zero). x is [N, H, W, C], go [N, OH, OW, C], gw [C, k, k].
  * Eight channels at a time in AVX2 registers: for every output row and kernel row, the output
  * gradient vector of a pixel is loaded once and multiplied into the k taps of that row. Threads
- * split the channel blocks (each writes its own channels: no reduction between threads).
+ * split the channel blocks (each writes its own channels: no reduction between threads). Built
+ * with OpenMP, they are the threads of the OpenMP runtime already loaded in the process
+ * (PyTorch's libgomp.so.1): its workers spin after every PyTorch operation, and threads of our
+ * own would compete with them for the cores. Without OpenMP, POSIX threads.
  *
  * Sums are in float32, in a different order than oneDNN's: equal up to rounding.
  */
@@ -17,6 +20,19 @@
 
 /* run fn(arg, begin, end) on [0, total) split into `threads` contiguous ranges (one per thread) */
 typedef void (*range_fn)(void *arg, int64_t begin, int64_t end);
+#ifdef _OPENMP
+#include <omp.h>
+static void parallel(range_fn fn, void *arg, int64_t total, int64_t threads) {
+    if (threads > total) threads = total;
+    if (threads <= 1) { if (total > 0) fn(arg, 0, total); return; }
+#pragma omp parallel num_threads((int)threads)
+    {
+        const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+        const int64_t begin = total * t / n, end = total * (t + 1) / n;
+        if (begin < end) fn(arg, begin, end);
+    }
+}
+#else
 typedef struct { range_fn fn; void *arg; int64_t begin, end; } range_t;
 static void *run_range(void *r) { range_t *t = (range_t *)r; t->fn(t->arg, t->begin, t->end); return NULL; }
 static void parallel(range_fn fn, void *arg, int64_t total, int64_t threads) {
@@ -36,6 +52,7 @@ static void parallel(range_fn fn, void *arg, int64_t total, int64_t threads) {
         else run_range(&jobs[t]); /* no thread: its share runs here */
     }
 }
+#endif
 
 typedef struct {
     const float *x, *go;
