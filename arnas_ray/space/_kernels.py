@@ -10,8 +10,8 @@ cache folder and loaded with :mod:`ctypes`. It is built with OpenMP where the co
 that its threads are those of the OpenMP runtime PyTorch has already loaded (``libgomp.so.1``
 is the same library, found loaded by its name): PyTorch's workers spin for a while after each
 operation, and threads of the kernel's own competed with them for the cores (at 2 threads the
-kernel's calls in a search step took 0.566 s with POSIX threads, 0.345 s on one thread;
-``benchmarks/RESULTS.md``). Otherwise POSIX threads.
+kernel's calls in a search step took 0.566 s with POSIX threads, 0.345 s on one thread and
+0.283 s on PyTorch's; ``benchmarks/RESULTS.md``). Otherwise POSIX threads.
 
 Where it cannot be used, everything runs as before (:mod:`arnas_ray.space._dwconv`): no C
 compiler, a CPU without AVX2, not Linux on x86-64, ``ARNAS_RAY_NATIVE=0`` in the
@@ -94,8 +94,11 @@ def library() -> ctypes.CDLL | None:
     if not cc:
         return None
     path = _build(cc, FLAGS + OPENMP, quiet=True) or _build(cc)
-    if path is None:
-        return None
+    return None if path is None else _load(path)
+
+
+def _load(path: Path) -> ctypes.CDLL | None:
+    """A built library, loaded and typed (None, with a warning, where it cannot be loaded)."""
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:

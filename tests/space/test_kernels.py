@@ -190,3 +190,28 @@ def test_the_kernel_uses_the_openmp_runtime_pytorch_loaded():
     maps = Path("/proc/self/maps").read_text().splitlines()
     runtimes = {Path(line.split()[-1]).resolve() for line in maps if "libgomp" in line.split()[-1]}
     assert len(runtimes) <= 1, runtimes
+
+
+def test_the_posix_threads_build_computes_the_same(tmp_path, monkeypatch):
+    """The build without OpenMP (compilers that lack it) splits the channels over POSIX threads."""
+    if _kernels.library() is None:
+        pytest.skip("no compiled kernel here (no cc or no AVX2)")
+    monkeypatch.setenv("ARNAS_RAY_CACHE", str(tmp_path))
+    cc = _kernels.shutil.which("cc") or _kernels.shutil.which("gcc")
+    assert cc is not None
+    path = _kernels._build(cc)  # FLAGS alone: no -fopenmp
+    assert path is not None
+    lib = _kernels._load(path)
+    assert lib is not None
+    monkeypatch.setattr(_kernels, "library", lambda: lib)
+    monkeypatch.setattr(_kernels, "THREAD_MIN_MACS", 0)
+    g = torch.Generator().manual_seed(1)
+    x, go = (torch.randn(3, 24, 10, 10, generator=g).contiguous(memory_format=CL) for _ in range(2))
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gw = _kernels.grad_weight(go, x, 3, 1, 2, 2)
+    finally:
+        torch.set_num_threads(prev)
+    assert gw is not None
+    torch.testing.assert_close(gw.double(), _reference_grad_weight(go, x, 3, 1, 2, 2), rtol=1e-4, atol=1e-4)
