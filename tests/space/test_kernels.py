@@ -172,21 +172,28 @@ def test_switched_off_by_the_environment(monkeypatch):
     assert _kernels.grad_weight(torch.randn(1, 8, 4, 4), x, 5, 1, 2, 1) is None
 
 
-def test_the_kernel_uses_the_openmp_runtime_pytorch_loaded():
+def _check_at_two_threads(shape: tuple[int, int, int, int], k: int, padding: int, dilation: int, seed: int) -> None:
+    """The kernel's gradient at 2 threads (stride 1) equals float64 autograd's."""
+    g = torch.Generator().manual_seed(seed)
+    x, go = (torch.randn(*shape, generator=g).contiguous(memory_format=CL) for _ in range(2))
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gw = _kernels.grad_weight(go, x, k, 1, padding, dilation)
+    finally:
+        torch.set_num_threads(prev)
+    assert gw is not None
+    torch.testing.assert_close(gw.double(), _reference_grad_weight(go, x, k, 1, padding, dilation),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_the_kernel_uses_the_openmp_runtime_pytorch_loaded(monkeypatch):
     """Built with OpenMP, the library must not bring a second OpenMP runtime into the process:
     its threads are those of PyTorch's (one libgomp mapped, PyTorch's)."""
     if _kernels.library() is None:
         pytest.skip("no compiled kernel here (no cc or no AVX2)")
-    g = torch.Generator().manual_seed(0)
-    x, go = (torch.randn(4, 16, 12, 12, generator=g).contiguous(memory_format=CL) for _ in range(2))
-    prev = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        gw = _kernels.grad_weight(go, x, 5, 1, 2, 1)
-    finally:
-        torch.set_num_threads(prev)
-    assert gw is not None
-    torch.testing.assert_close(gw.double(), _reference_grad_weight(go, x, 5, 1, 2, 1), rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(_kernels, "THREAD_MIN_MACS", 0)  # threads split even this tiny shape
+    _check_at_two_threads((4, 16, 12, 12), 5, 2, 1, seed=0)
     maps = Path("/proc/self/maps").read_text().splitlines()
     runtimes = {Path(line.split()[-1]).resolve() for line in maps if "libgomp" in line.split()[-1]}
     assert len(runtimes) <= 1, runtimes
@@ -205,13 +212,4 @@ def test_the_posix_threads_build_computes_the_same(tmp_path, monkeypatch):
     assert lib is not None
     monkeypatch.setattr(_kernels, "library", lambda: lib)
     monkeypatch.setattr(_kernels, "THREAD_MIN_MACS", 0)
-    g = torch.Generator().manual_seed(1)
-    x, go = (torch.randn(3, 24, 10, 10, generator=g).contiguous(memory_format=CL) for _ in range(2))
-    prev = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        gw = _kernels.grad_weight(go, x, 3, 1, 2, 2)
-    finally:
-        torch.set_num_threads(prev)
-    assert gw is not None
-    torch.testing.assert_close(gw.double(), _reference_grad_weight(go, x, 3, 1, 2, 2), rtol=1e-4, atol=1e-4)
+    _check_at_two_threads((3, 24, 10, 10), 3, 2, 2, seed=1)
