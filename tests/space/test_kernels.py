@@ -125,12 +125,17 @@ def test_double_backward_keeps_the_differentiable_path(monkeypatch):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
 
 
-def test_build_is_atomic_and_cached(tmp_path, monkeypatch):
-    if _kernels.library() is None:
-        pytest.skip("no compiled kernel here (no cc or no AVX2)")
+@pytest.fixture
+def cc(tmp_path, monkeypatch) -> str:
+    """The system C compiler, with the build cache in ``tmp_path``."""
     monkeypatch.setenv("ARNAS_RAY_CACHE", str(tmp_path))
-    cc = _kernels.shutil.which("cc") or _kernels.shutil.which("gcc")
-    assert cc is not None
+    found = _kernels.shutil.which("cc") or _kernels.shutil.which("gcc")
+    assert found is not None
+    return found
+
+
+@needs_kernel
+def test_build_is_atomic_and_cached(tmp_path, cc):
     first = _kernels._build(cc)
     assert first is not None and first.parent == tmp_path / "native"
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary file left
@@ -187,11 +192,10 @@ def _check_at_two_threads(shape: tuple[int, int, int, int], k: int, padding: int
                                rtol=1e-4, atol=1e-4)
 
 
+@needs_kernel
 def test_the_kernel_uses_the_openmp_runtime_pytorch_loaded(monkeypatch):
     """Built with OpenMP, the library must not bring a second OpenMP runtime into the process:
     its threads are those of PyTorch's (one libgomp mapped, PyTorch's)."""
-    if _kernels.library() is None:
-        pytest.skip("no compiled kernel here (no cc or no AVX2)")
     monkeypatch.setattr(_kernels, "THREAD_MIN_MACS", 0)  # threads split even this tiny shape
     _check_at_two_threads((4, 16, 12, 12), 5, 2, 1, seed=0)
     maps = Path("/proc/self/maps").read_text().splitlines()
@@ -199,13 +203,9 @@ def test_the_kernel_uses_the_openmp_runtime_pytorch_loaded(monkeypatch):
     assert len(runtimes) <= 1, runtimes
 
 
-def test_the_posix_threads_build_computes_the_same(tmp_path, monkeypatch):
+@needs_kernel
+def test_the_posix_threads_build_computes_the_same(cc, monkeypatch):
     """The build without OpenMP (compilers that lack it) splits the channels over POSIX threads."""
-    if _kernels.library() is None:
-        pytest.skip("no compiled kernel here (no cc or no AVX2)")
-    monkeypatch.setenv("ARNAS_RAY_CACHE", str(tmp_path))
-    cc = _kernels.shutil.which("cc") or _kernels.shutil.which("gcc")
-    assert cc is not None
     path = _kernels._build(cc)  # FLAGS alone: no -fopenmp
     assert path is not None
     lib = _kernels._load(path)
