@@ -39,6 +39,9 @@ def main() -> int:
         # aten operator calls per search step at the quickstart and the small shape (1 thread)
         ("op_count", ["benchmarks/op_count.py", "--threads", "1"]
          + (["--shape", "quickstart", "--steps", "1", "--batch", "8"] if q else [])),
+        # each cell on both training-mode paths (edges fused across a round or one at a time),
+        # one batch and the PGD pair, 1 thread: what the fusion thresholds should be on this CPU
+        ("cells", ["benchmarks/cells.py"] + (["--shape", "tiny", "--repeats", "1", "--calls", "1"] if q else [])),
         # the compiled depthwise weight gradient against the PyTorch path it replaces (1 thread)
         ("dw_kernel", ["benchmarks/dw_kernel.py"] + (["--quick", "--repeats", "1"] if q else [])),
         ("search_step_large", ["benchmarks/search_step.py", "--shape", "large", "--steps", "1", "--rounds", "1",

@@ -68,3 +68,46 @@ def test_op_count_benchmark_smoke(tmp_path):
     assert fused["aten_calls"] < plain["aten_calls"] and fused["conv_calls"] < plain["conv_calls"]
     logged = (tmp_path / "results").glob("*.jsonl")
     assert sum(text.count('"op_count"') for text in (f.read_text() for f in logged)) == 2
+
+
+def test_cells_benchmark_smoke(tmp_path):
+    from arnas_ray.space import _fused_cell
+
+    lines = _run(["benchmarks/cells.py", "--shape", "tiny", "--groups", "1", "2", "--repeats", "1", "--calls", "1"],
+                 tmp_path)
+    assert [(line["groups"], line["cell"]) for line in lines] == [(g, i) for g in (1, 2) for i in range(3)]
+    for line in lines:
+        assert line["bench"] == "cells" and line["fused_ms"] > 0 and line["per_edge_ms"] > 0
+        assert line["faster"] == min(("fused", "per_edge"), key=lambda p: line[f"{p}_ms"])
+        limit = _fused_cell.REDUCTION_MAX if line["reduction"] else _fused_cell.CROSS_EDGE_MAX
+        assert line["chosen"] == ("fused" if line["state_elements"] <= limit else "per_edge")
+    # the stacked pair holds twice the elements of one batch
+    assert [d["state_elements"] for d in lines[3:]] == [2 * d["state_elements"] for d in lines[:3]]
+
+
+def test_cells_benchmark_times_two_paths_that_compute_the_same_gradients():
+    import torch
+
+    from arnas_ray.attacks import frozen_parameters
+    from arnas_ray.space import Layout, Supernet, _fused_cell
+    from benchmarks.cells import cell_inputs, forced, pgd_call
+
+    torch.manual_seed(0)
+    net = Supernet(Layout.preset("arnas"), C=4, num_classes=10, cells=3).double().train()  # float64: exact
+    x = torch.rand(4, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    limits = _fused_cell.CROSS_EDGE_MAX, _fused_cell.REDUCTION_MAX
+    with frozen_parameters(list(net.parameters())):
+        seen = cell_inputs(net, x, 2)
+        assert len(seen) == 3 and seen[0][1].shape[1] == 2 * 3 * 4  # two stacked copies of the stem's 12 channels
+        for cell, s0, s1, w in seen:
+            call = pgd_call(cell, s0, s1, w, 2)
+            with forced("fused"):
+                assert cell.fusion.pays(s1, 2)
+                fused = call()
+            with forced("per_edge"):
+                assert not cell.fusion.pays(s1, 2)
+                per_edge = call()
+            assert len(fused) == len(per_edge) > 0
+            for a, b in zip(fused, per_edge):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert (_fused_cell.CROSS_EDGE_MAX, _fused_cell.REDUCTION_MAX) == limits
