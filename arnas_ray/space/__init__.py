@@ -1,6 +1,6 @@
 """The ARNAS search space: ops, layouts, genotypes, supernet, discrete network, cost."""
 
-from arnas_ray.space._groups import reused_reps
+from arnas_ray.space._groups import block_params, reused_reps
 from arnas_ray.space.cost import count_macs, count_params
 from arnas_ray.space.genotype import GENOTYPES, CellGenotype, Genotype, derive_genotype
 from arnas_ray.space.layout import LAYOUT_PRESETS, REDUCE, CellPlan, Layout, Stage
@@ -23,6 +23,7 @@ __all__ = [
     "Network",
     "Stage",
     "Supernet",
+    "block_params",
     "count_macs",
     "count_params",
     "derive_genotype",

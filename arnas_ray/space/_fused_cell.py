@@ -179,14 +179,29 @@ class CellFusion:
         return s1.shape[0] * s1.shape[2] * s1.shape[3] * g * self.C <= limit
 
     # ---- weights --------------------------------------------------------------------------
-    def bank(self, cell: nn.Module) -> Tensor | None:
-        """Every convolution weight of the cell's edges, flat, then one zero."""
+    def bank(self, cell: nn.Module, g: int = 1) -> Tensor | None:
+        """Every convolution weight of the cell's edges, flat, then one zero; inside
+        :func:`~arnas_ray.space._groups.block_params` where the weights differ per batch block,
+        one such bank per block, concatenated (:meth:`_select` offsets the indices)."""
         if not self.bank_keys:
             return None
-        stacks = [torch.stack([_param(cast(MixedOp, cast(nn.ModuleList, cell._ops)[e])._ops[k], part)
-                               for k, part, e in keys]).flatten()
+        params = [[_param(cast(MixedOp, cast(nn.ModuleList, cell._ops)[e])._ops[k], part) for k, part, e in keys]
                   for keys in self.bank_keys]
-        return torch.cat([*stacks, stacks[0].new_zeros(1)])
+        per = [[_g.blocks(p, g) for p in ps] for ps in params] if g > 1 else None
+        if per is None or all(b is None for bs in per for b in bs):
+            return _flat_bank(params)
+        return torch.cat([_flat_bank([[(b or [p] * g)[i] for p, b in zip(ps, bs)] for ps, bs in zip(params, per)])
+                          for i in range(g)])
+
+    def _select(self, bank: Tensor, key: tuple[object, ...], g: int, build: Callable[[], list[int]]) -> Tensor:
+        """``bank.index_select`` of the cached index (repeated per batch block); a bank of one
+        block per batch block (:meth:`bank`) gets each block's indices offset into its own."""
+        idx = self._cached(key, g, bank.device, build)
+        size = self.zero + 1  # one block's bank
+        if bank.numel() != size:
+            n = idx.numel() // g
+            idx = idx + torch.arange(g, device=bank.device).repeat_interleave(n) * size
+        return bank.index_select(0, idx)
 
     def _cached(self, key: tuple[object, ...], g: int, device: torch.device, build: Callable[[], list[int]]) -> Tensor:
         idx = self._index.get((key, g, device))
@@ -215,8 +230,7 @@ class CellFusion:
                         for c in range(self.C):
                             out += [self.zero if i is None else base + c * k * k + i for i in taps]
             return out
-        idx = self._cached(("dw",) + key, g, bank.device, build)
-        return bank.index_select(0, idx).view(-1, 1, size, size)
+        return self._select(bank, ("dw",) + key, g, build).view(-1, 1, size, size)
 
     def pointwise(self, bank: Tensor, key: tuple[object, ...], names: Sequence[str], part: int, edges: Sequence[int], S: int,
                   T: int, g: int) -> Tensor:
@@ -225,8 +239,7 @@ class CellFusion:
             n = self.C * self.C
             return [self.offset[(self.col[name], part, edges[s * T + t])] + i
                     for s in range(S) for name in names for t in range(T) for i in range(n)]
-        idx = self._cached(("pw",) + key, g, bank.device, build)
-        return bank.index_select(0, idx).view(-1, self.C, 1, 1)
+        return self._select(bank, ("pw",) + key, g, build).view(-1, self.C, 1, 1)
 
     # ---- the cell -------------------------------------------------------------------------
     def forward(self, cell: nn.Module, s0: Tensor, s1: Tensor, weights: Tensor, g: int, multiplier: int) -> Tensor:
@@ -234,7 +247,7 @@ class CellFusion:
         x = _preprocess_pair(cell, s0, s1, g)  # [N, g*2*C, H, W], layout (g, s, c)
         C = self.C
         wext = torch.cat([weights.flatten(), weights.new_ones(1)])
-        bank = self.bank(cell)
+        bank = self.bank(cell, g)
         states = list(_nhwc(x, (g, 2, C)).unbind(4))  # [N, H, W, g, C] each
         acc: Tensor | None = None
         for r, rnd in enumerate(self.rounds):
@@ -356,10 +369,16 @@ class CellFusion:
                         zeros = [self.zero] * C
                         out += row + zeros if side == 0 else zeros + row
             return out
-        w = bank.index_select(0, self._cached(("fr", r), g, bank.device, build)).view(-1, 2 * C, 1, 1)
+        w = self._select(bank, ("fr", r), g, build).view(-1, 2 * C, 1, 1)
         h = F.conv2d(z, w, None, 1, 0, 1, g * S)
         slots = [[cast(FactorizedReduce, op[k]).bn] for op in ops]
         return _g.bn_slots(h, slots, g, weight=self.take(wext, ("R", r), [(e, k) for e in rnd.edges], C, g))
+
+
+def _flat_bank(params: Sequence[Sequence[Tensor]]) -> Tensor:
+    """One stack per weight shape, flattened and concatenated, then a zero."""
+    stacks = [torch.stack(list(ps)).flatten() for ps in params]
+    return torch.cat([*stacks, stacks[0].new_zeros(1)])
 
 
 def _param(op: nn.Module, part: object) -> Tensor:
@@ -374,11 +393,12 @@ def _preprocess_pair(cell: nn.Module, s0: Tensor, s1: Tensor, g: int) -> Tensor:
     ReLU, convolution and batch norm for both when both are ReLUConvBN of same-shaped inputs."""
     p0, p1 = cast(nn.Module, cell.preprocess0), cast(nn.Module, cell.preprocess1)
     if isinstance(p0, ReLUConvBN) and s0.shape == s1.shape:  # preprocess1 is always a ReLUConvBN
-        w = torch.cat([cast(nn.Conv2d, p0[1]).weight, cast(nn.Conv2d, cast(ReLUConvBN, p1)[1]).weight])  # [(s, c), C_in, 1, 1]
+        # [(g, s, c), C_in, 1, 1]
+        w = _g.rep_cat([cast(nn.Conv2d, p0[1]).weight, cast(nn.Conv2d, cast(ReLUConvBN, p1)[1]).weight], g)
         if s0 is s1:  # the first cell: both read the stem
-            h = F.conv2d(F.relu(s0), _g.rep(w, g), None, 1, 0, 1, g)
+            h = F.conv2d(F.relu(s0), w, None, 1, 0, 1, g)
         else:
-            h = F.conv2d(F.relu(_g.gcat([s0, s1], g)), _g.rep(w, g), None, 1, 0, 1, 2 * g)
+            h = F.conv2d(F.relu(_g.gcat([s0, s1], g)), w, None, 1, 0, 1, 2 * g)
         return _g.bn_slots(h, [[cast(nn.BatchNorm2d, p0[2])], [cast(nn.BatchNorm2d, cast(ReLUConvBN, p1)[2])]], g)
     return _g.gcat([preprocess(p0, s0, g), preprocess(p1, s1, g)], g)
 

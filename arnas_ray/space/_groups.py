@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Token", "apply_updates", "bn", "bn_groups", "bn_slots", "channels_last", "conv", "deferred_updates",
-           "frozen_updates", "gcat", "rep", "reused", "reused_reps"]
+__all__ = ["Token", "apply_updates", "block_params", "blocks", "bn", "bn_groups", "bn_slots", "channels_last", "conv",
+           "deferred_updates", "frozen_updates", "gcat", "linear", "rep", "rep_cat", "reused", "reused_reps"]
 
 
 _REPS: contextvars.ContextVar[dict[tuple[int, object], tuple[Tensor, int, Tensor]] | None] = contextvars.ContextVar(
@@ -47,11 +47,68 @@ def reused(t: Tensor, tag: object, fn: Callable[[Tensor], Tensor]) -> Tensor:
     return out
 
 
+_BLOCKS: contextvars.ContextVar[dict[int, tuple[Tensor, Sequence[Tensor]]] | None] = contextvars.ContextVar(
+    "arnas_ray_blocks", default=None)
+
+
+@contextlib.contextmanager
+def block_params(per_block: dict[Tensor, Sequence[Tensor]] | Sequence[tuple[Tensor, Sequence[Tensor]]]) -> Iterator[None]:
+    """Inside, a grouped pass gives channel block ``i`` the weight ``per_block[t][i]`` wherever
+    it would repeat the weight ``t`` (:func:`rep`, :func:`rep_cat`, :func:`linear`, the fused
+    cells' weight banks): ``g`` batches through ``g`` different weight sets in one pass, e.g.
+    the two shifted weight sets of a finite-difference Hessian-vector product. ``per_block``
+    pairs each weight tensor (matched by identity) with its ``g`` per-block values."""
+    items = per_block.items() if isinstance(per_block, dict) else per_block
+    token = _BLOCKS.set({id(t): (t, vs) for t, vs in items})
+    try:
+        yield
+    finally:
+        _BLOCKS.reset(token)
+
+
+def blocks(t: Tensor, g: int) -> Sequence[Tensor] | None:
+    """The per-block values of weight ``t`` inside :func:`block_params` (None for a weight
+    every block shares)."""
+    table = _BLOCKS.get()
+    hit = table.get(id(t)) if table is not None else None
+    if hit is None or hit[0] is not t:
+        return None
+    if len(hit[1]) != g:
+        raise ValueError(f"block_params holds {len(hit[1])} values of a weight, but the pass stacks {g} batches")
+    return hit[1]
+
+
 def rep(t: Tensor, g: int) -> Tensor:
     """``t`` repeated ``g`` times along its first axis (a weight for ``g`` channel blocks); one
     ``cat`` (``Tensor.repeat`` makes about five times the aten calls, forward and backward).
-    Inside :func:`reused_reps`, computed once per tensor that needs no gradient."""
-    return t if g == 1 else reused(t, g, lambda u: torch.cat([u] * g))
+    Inside :func:`reused_reps`, computed once per tensor that needs no gradient; inside
+    :func:`block_params`, the blocks' own values of ``t`` where it has them."""
+    if g == 1:
+        return t
+    per = blocks(t, g)
+    return torch.cat(list(per)) if per is not None else reused(t, g, lambda u: torch.cat([u] * g))
+
+
+def rep_cat(ts: Sequence[Tensor], g: int) -> Tensor:
+    """``rep(torch.cat(ts), g)``: the weights ``ts`` concatenated along their first axis, for
+    each of ``g`` channel blocks (each block's own values inside :func:`block_params`)."""
+    if g == 1 or all(blocks(t, g) is None for t in ts):
+        return rep(torch.cat(list(ts)), g)
+    per = [blocks(t, g) or [t] * g for t in ts]
+    return torch.cat([p[i] for i in range(g) for p in per])
+
+
+def linear(m: nn.Linear, x: Tensor, g: int) -> Tensor:
+    """``m(x)`` on ``x`` ``[N, g, C]``, block ``i`` through its own weights inside
+    :func:`block_params` (the same module for every block otherwise)."""
+    w = blocks(m.weight, g) if g > 1 else None
+    if w is None:
+        out: Tensor = m(x)
+        return out
+    y = torch.einsum("ngc,goc->ngo", x, torch.stack(list(w)))
+    if m.bias is None:
+        return y
+    return y + torch.stack(list(blocks(m.bias, g) or [m.bias] * g))
 
 
 @contextlib.contextmanager

@@ -145,7 +145,7 @@ class Supernet(nn.Module):
         if not all(c.fused for c in self.cells):
             raise ValueError("forward_groups needs fused mixed ops (fused=True and fusable primitives)")
         feats = self._features(torch.cat(list(xs), dim=1), g)  # batch i in channel block i
-        return list(self.classifier(torch.unflatten(feats, 1, (g, -1))).unbind(1))  # [N, g, C_last] -> logits
+        return list(_g.linear(self.classifier, torch.unflatten(feats, 1, (g, -1)), g).unbind(1))  # [N, g, C_last]
 
     def _features(self, x: torch.Tensor, g: int) -> torch.Tensor:
         """Globally pooled features ``[N, g*C_last]`` of ``g`` batches stacked along the channels."""

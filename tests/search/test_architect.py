@@ -188,21 +188,28 @@ def test_mgda_step_uses_min_norm_combination(hypergrads):
         assert float(d.norm()) <= float(other.norm()) * (1 + 1e-9)
 
 
-@pytest.mark.parametrize(("order", "strategy", "passes"), [
-    ("second", "mgda", 1 + 2 + 4),  # shared unrolled + 2 validation + 2x2 Hessian-vector
-    ("second", "natural", 1 + 1 + 2),
-    ("first", "mgda", 2),
-    ("exact", "mgda", 1 + 2),
+@pytest.mark.parametrize(("order", "strategy", "passes", "stacked"), [
+    # shared unrolled + 2 validation passes, and the 2x2 Hessian-vector passes as one stacked
+    # pass of two batches per objective (pair_fd)
+    ("second", "mgda", 1 + 2, 2),
+    ("second", "natural", 1 + 1, 1),
+    ("first", "mgda", 2, 0),
+    ("exact", "mgda", 1 + 2, 0),
 ])
-def test_forward_passes_per_step(order, strategy, passes):
+def test_forward_passes_per_step(order, strategy, passes, stacked, monkeypatch):
     model, batch = tiny_supernet(), tiny_batch()
-    calls = []
+    calls, groups = [], []
+    original = type(model).forward_groups
+    monkeypatch.setattr(type(model), "forward_groups", lambda self, xs: groups.append(len(xs)) or original(self, xs))
     handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
         _architect(model, order, strategy).step(batch, eta=ETA)
+        assert (len(calls), groups) == (passes, [2] * stacked)
+        calls.clear(), groups.clear()
+        _architect(model, order, strategy, pair_fd=False).step(batch, eta=ETA)  # two passes each
+        assert (len(calls), groups) == (passes + 2 * stacked, [])
     finally:
         handle.remove()
-    assert len(calls) == passes
 
 
 def test_step_leaves_weights_buffers_and_grads_untouched():
@@ -229,3 +236,28 @@ def test_adversarial_objective_needs_adversarial_batch():
 def test_unknown_order_names_the_field():
     with pytest.raises(ValueError, match="order"):
         Architect(tiny_supernet(), order="third")
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+def test_stacked_finite_difference_passes_give_the_same_hypergradients(fused, monkeypatch):
+    """``pair_fd``: both finite-difference passes as one stacked pass (w + rv in one block,
+    w - rv in the other) where the supernet can stack batches (fused, training mode); the
+    same hypergradients as two passes. A plain supernet always takes the two passes."""
+    model, batch = tiny_supernet(fused=fused), tiny_batch()
+    opt = _sgd_with_momentum(model, batch)
+    calls = []
+    stacked_difference = Architect._stacked_difference
+    monkeypatch.setattr(Architect, "_stacked_difference",
+                        lambda self, *a: calls.append(1) or stacked_difference(self, *a))
+    out = {}
+    for pair in (True, False):
+        arch = _architect(model, "second", pair_fd=pair)
+        assert arch._stackable() is fused
+        out[pair], _ = arch.hypergradients(batch, eta=ETA, w_optimizer=opt)
+    assert len(calls) == (2 if fused else 0)  # one stacked pass per objective
+    for objective in range(2):
+        for a, b in zip(out[True][objective], out[False][objective]):
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
+        assert _rel(out[True][objective], out[False][objective]) < 1e-8
+    model.eval()  # eval mode: batch statistics are gone, so no stacking
+    assert not _architect(model, "second")._stackable()
