@@ -27,7 +27,9 @@ mutates ``p.data``, and the model's BN running statistics are not touched by the
 copy changes no result). Each pass asks autograd only for the gradients it needs: the
 unrolled pass for weight gradients, the Hessian-vector passes for alpha gradients only.
 A forward pass count per step (second order, two objectives): 1 unrolled + 2 validation +
-4 Hessian-vector = 7.
+4 Hessian-vector = 7. With ``stack_passes`` (the default, on a fused supernet) the two
+validation passes run as one stacked pass, and so do each objective's two Hessian-vector
+passes: 1 + 3 stacked (first order: 1 stacked).
 """
 
 from __future__ import annotations
@@ -129,13 +131,16 @@ class Architect:
         diagnostics: measure, at every :meth:`step`, gamma, the hypergradient norms, their
             cosine and the descent check (:mod:`arnas_ray.search.diagnostics`; a few tensor
             ops on the alphas, no host sync) into ``ArchStats.diagnostics``.
-        pair_fd: run the two finite-difference passes of a Hessian-vector product as one pass
-            of the training batch stacked twice along the channels, ``w + r v`` in one block and
-            ``w - r v`` in the other (``block_params``), whose loss ``L(w + r v) - L(w - r v)``
-            gives the difference of the alpha gradients in one backward. Same mathematics;
-            used where the supernet can stack batches (fused, training mode). On a 2-core CPU
-            one stacked pass cost 0.52-0.67 s against 0.73-0.87 s for the two
-            (``benchmarks/RESULTS.md``).
+        stack_passes: run pairs of passes as one pass of two batches stacked along the
+            channels, each block with its own weights (``block_params``), where the supernet
+            can stack batches (fused, training mode). Same mathematics. The two finite-difference
+            passes of a Hessian-vector product (the training batch twice, ``w + r v`` in one
+            block and ``w - r v`` in the other; the loss ``L(w + r v) - L(w - r v)`` gives the
+            difference of the alpha gradients in one backward), and the two objectives'
+            validation passes (clean and adversarial batch, each block with its own copy of
+            the weights and alphas, so each objective keeps its own gradients). On a 2-core
+            CPU one stacked pass asking for alpha gradients cost 0.52-0.67 s against
+            0.73-0.87 s for two (``benchmarks/RESULTS.md``).
 
     Attributes:
         last_stats: the :class:`ArchStats` of the most recent :meth:`step` (None before).
@@ -156,7 +161,7 @@ class Architect:
                  betas: tuple[float, float] = (0.5, 0.999), weight_decay: float = 1e-3,
                  w_momentum: float = 0.9, w_weight_decay: float = 3e-4,
                  autocast: Callable[[], contextlib.AbstractContextManager[None]] | None = None,
-                 fd_radius: float = FD_RADIUS, diagnostics: bool = True, pair_fd: bool = True):
+                 fd_radius: float = FD_RADIUS, diagnostics: bool = True, stack_passes: bool = True):
         check_choice(order, ORDERS, "order")
         check_choice(strategy, STRATEGIES, "strategy")
         check_choice(normalization, NORMALIZATIONS, "normalization")
@@ -169,7 +174,7 @@ class Architect:
             raise ValueError(f"`fd_radius > 0` must hold, but got fd_radius={fd_radius!r}")
         self.fd_radius = fd_radius
         self.diagnostics = diagnostics
-        self.pair_fd = pair_fd
+        self.stack_passes = stack_passes
         self._stacked = _Stacked(model)
         self.last_stats: ArchStats | None = None
         named = list(model.named_parameters())
@@ -274,15 +279,48 @@ class Architect:
     def _first_order(self, objectives: Sequence[tuple[Tensor, float] | None], batch: ArchBatch, eta: float,
                      w_optimizer: torch.optim.Optimizer | None) -> tuple[list[Grads | None], list[Tensor | None]]:
         """``d_a L_val(w, a)`` at the current weights."""
-        buffers = self._buffers()
-        w = [p.detach() for p in self.weights]
+        return self._objective_grads(objectives, batch.y_val, [p.detach() for p in self.weights], self._buffers())
+
+    def _objective_grads(self, objectives: Sequence[tuple[Tensor, float] | None], y: Tensor,
+                         weights: Sequence[Tensor], buffers: dict[str, Tensor], *,
+                         wrt_weights: bool = False) -> tuple[list[Grads | None], list[Tensor | None]]:
+        """Per objective ``(x, coef)``: the gradient of ``coef * CE(model(x), y)`` with respect to
+        the alphas (then the ``weights``, with ``wrt_weights``), and the detached objective;
+        both objectives in one stacked pass where the model can stack them."""
         us: list[Grads | None] = [None, None]
         losses: list[Tensor | None] = [None, None]
+        present = [obj for obj in objectives if obj is not None]
+        if self.stack_passes and len(present) == 2 and self._stackable() and present[0][0].shape == present[1][0].shape:
+            return self._stacked_objectives(present, y, weights, wrt_weights)
         for i, obj in enumerate(objectives):
             if obj is not None:
-                loss = self._loss(w, self.alphas, obj[0], batch.y_val, buffers) * obj[1]
-                us[i], losses[i] = _grad(loss, self.alphas), loss.detach()
+                loss = self._loss(weights, self.alphas, obj[0], y, buffers) * obj[1]
+                us[i] = _grad(loss, list(self.alphas) + (list(weights) if wrt_weights else []))
+                losses[i] = loss.detach()
         return us, losses
+
+    def _stacked_objectives(self, objectives: Sequence[tuple[Tensor, float]], y: Tensor, weights: Sequence[Tensor],
+                            wrt_weights: bool) -> tuple[list[Grads | None], list[Tensor | None]]:
+        """Both objectives from one pass of their batches stacked: block 1 runs its own leaf
+        copies of the alphas (and, with ``wrt_weights``, of the weights), so the gradients of
+        ``f_1 + f_2`` with respect to each block's leaves are each objective's own."""
+        own = [[*self.alphas, *(weights if wrt_weights else [])]]
+        own.append([t.detach().clone().requires_grad_(True) for t in own[0]])
+        per_block = [(t, (t, c)) for t, c in zip(own[0], own[1])]
+        ctx = self._autocast() if self._autocast is not None else contextlib.nullcontext()
+        with ctx, frozen_running_stats(), block_params(per_block):
+            logits = functional_call(self._stacked, self._net_params(weights),
+                                     ([objectives[0][0], objectives[1][0]],))
+        losses = [F.cross_entropy(_upcast(lo), y) * coef for lo, (_, coef) in zip(logits, objectives)]
+        grads = _grad(losses[0] + losses[1], own[0] + own[1])
+        n = len(own[0])
+        return [grads[:n], grads[n:]], [lo.detach() for lo in losses]
+
+    def _net_params(self, weights: Sequence[Tensor]) -> dict[str, Tensor]:
+        """The weights and the alphas by name, for a stacked pass (``_Stacked``)."""
+        params = {f"net.{n}": t for n, t in zip(self.weight_names, weights)}
+        params.update({f"net.{n}": a for n, a in zip(self.alpha_names, self.alphas)})
+        return params
 
     def _exact_order(self, objectives: Sequence[tuple[Tensor, float] | None], batch: ArchBatch, eta: float,
                      w_optimizer: torch.optim.Optimizer | None) -> tuple[list[Grads | None], list[Tensor | None]]:
@@ -311,17 +349,12 @@ class Architect:
             batch, eta=eta, w_optimizer=w_optimizer, buffers=buffers)]
         n_a = len(alphas)
         w = self.weights  # only read under no_grad (the shifted weights of the Hessian-vector passes)
-        us: list[Grads | None] = [None, None]
-        losses: list[Tensor | None] = [None, None]
-        for i, obj in enumerate(objectives):
-            if obj is None:
-                continue
-            loss = self._loss(unrolled, alphas, obj[0], batch.y_val, buffers) * obj[1]
-            grads = _grad(loss, list(alphas) + unrolled)
-            d_alpha, v = grads[:n_a], grads[n_a:]
-            implicit = self._hessian_vector(w, v, batch, buffers)
-            us[i] = list(torch._foreach_add(d_alpha, implicit, alpha=-eta))
-            losses[i] = loss.detach()
+        us, losses = self._objective_grads(objectives, batch.y_val, unrolled, buffers, wrt_weights=True)
+        for i, grads in enumerate(us):
+            if grads is not None:
+                d_alpha, v = grads[:n_a], grads[n_a:]
+                implicit = self._hessian_vector(w, v, batch, buffers)
+                us[i] = list(torch._foreach_add(d_alpha, implicit, alpha=-eta))
         return us, losses
 
     def _hessian_vector(self, w: Sequence[Tensor], v: Sequence[Tensor], batch: ArchBatch,
@@ -340,7 +373,7 @@ class Architect:
             rv = torch._foreach_mul(list(v), r)
             plus, minus = torch._foreach_add(list(w), rv), torch._foreach_sub(list(w), rv)
         diff: Sequence[Tensor]
-        if self.pair_fd and self._stackable():
+        if self.stack_passes and self._stackable():
             diff = self._stacked_difference(plus, minus, batch)
         else:
             grads = [_grad(self._loss(ws, self.alphas, batch.x_train, batch.y_train, buffers, amp=False), self.alphas)
@@ -356,10 +389,8 @@ class Architect:
     def _stacked_difference(self, plus: Sequence[Tensor], minus: Sequence[Tensor], batch: ArchBatch) -> Grads:
         """``d_a L_train(plus) - d_a L_train(minus)`` from one pass of the training batch stacked
         twice, block 0 with the weights ``plus`` and block 1 with ``minus``."""
-        params = {f"net.{n}": t for n, t in zip(self.weight_names, plus)}
-        params.update({f"net.{n}": a for n, a in zip(self.alpha_names, self.alphas)})
         with frozen_running_stats(), block_params([(p, (p, m)) for p, m in zip(plus, minus)]):
-            logits = functional_call(self._stacked, params, ([batch.x_train, batch.x_train],))
+            logits = functional_call(self._stacked, self._net_params(plus), ([batch.x_train, batch.x_train],))
         loss = F.cross_entropy(logits[0], batch.y_train) - F.cross_entropy(logits[1], batch.y_train)
         return _grad(loss, self.alphas)
 

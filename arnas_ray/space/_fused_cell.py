@@ -169,6 +169,7 @@ class CellFusion:
                 self.offset[key] = at
                 at += size
         self.zero = at  # index of the bank's trailing zero
+        self.n_w = len(edges) * self.K + 1  # one block's op weights: [W.flatten(), 1]
 
     def pays(self, s1: Tensor, g: int) -> bool:
         """Whether evaluating the edges together pays for a cell input ``s1`` (``[N, *, H, W]``)
@@ -193,15 +194,22 @@ class CellFusion:
         return torch.cat([_flat_bank([[(b or [p] * g)[i] for p, b in zip(ps, bs)] for ps, bs in zip(params, per)])
                           for i in range(g)])
 
-    def _select(self, bank: Tensor, key: tuple[object, ...], g: int, build: Callable[[], list[int]]) -> Tensor:
-        """``bank.index_select`` of the cached index (repeated per batch block); a bank of one
-        block per batch block (:meth:`bank`) gets each block's indices offset into its own."""
-        idx = self._cached(key, g, bank.device, build)
-        size = self.zero + 1  # one block's bank
-        if bank.numel() != size:
+    def _select(self, src: Tensor, size: int, key: tuple[object, ...], g: int, build: Callable[[], list[int]]) -> Tensor:
+        """``src.index_select`` of the cached index (repeated per batch block); a ``src`` of one
+        block of ``size`` per batch block (:meth:`bank`, :meth:`op_weights`) gets each block's
+        indices offset into its own."""
+        idx = self._cached(key, g, src.device, build)
+        if src.numel() != size:
             n = idx.numel() // g
-            idx = idx + torch.arange(g, device=bank.device).repeat_interleave(n) * size
-        return bank.index_select(0, idx)
+            idx = idx + torch.arange(g, device=src.device).repeat_interleave(n) * size
+        return src.index_select(0, idx)
+
+    def op_weights(self, weights: Tensor) -> Tensor:
+        """``wext = [W.flatten(), 1]`` of the op weights ``W`` ``[E, K]``, one per batch block
+        (concatenated) for per-block weights ``[g, E, K]``."""
+        if weights.dim() == 2:
+            return torch.cat([weights.flatten(), weights.new_ones(1)])
+        return torch.cat([weights.flatten(1), weights.new_ones(weights.shape[0], 1)], dim=1).flatten()
 
     def _cached(self, key: tuple[object, ...], g: int, device: torch.device, build: Callable[[], list[int]]) -> Tensor:
         idx = self._index.get((key, g, device))
@@ -211,10 +219,10 @@ class CellFusion:
 
     def take(self, wext: Tensor, key: tuple[object, ...], cells: Sequence[tuple[int, int | None]], C: int, g: int) -> Tensor:
         """Per channel ``(g, p, c)``: op weight ``W[edge, col]`` of ``cells[p]`` (1 where ``col`` is
-        None), gathered from ``wext = [W.flatten(), 1]``."""
+        None), gathered from ``wext`` (:meth:`op_weights`)."""
         def build() -> list[int]:
-            return [len(wext) - 1 if col is None else e * self.K + col for e, col in cells for _ in range(C)]
-        return wext.index_select(0, self._cached(("w",) + key, g, wext.device, build))
+            return [self.n_w - 1 if col is None else e * self.K + col for e, col in cells for _ in range(C)]
+        return self._select(wext, self.n_w, ("w",) + key, g, build)
 
     def kernels(self, bank: Tensor, key: tuple[object, ...], names: Sequence[str], part: int, edges: Sequence[int], S: int,
                 T: int, g: int, size: int) -> Tensor:
@@ -230,7 +238,7 @@ class CellFusion:
                         for c in range(self.C):
                             out += [self.zero if i is None else base + c * k * k + i for i in taps]
             return out
-        return self._select(bank, ("dw",) + key, g, build).view(-1, 1, size, size)
+        return self._select(bank, self.zero + 1, ("dw",) + key, g, build).view(-1, 1, size, size)
 
     def pointwise(self, bank: Tensor, key: tuple[object, ...], names: Sequence[str], part: int, edges: Sequence[int], S: int,
                   T: int, g: int) -> Tensor:
@@ -239,14 +247,14 @@ class CellFusion:
             n = self.C * self.C
             return [self.offset[(self.col[name], part, edges[s * T + t])] + i
                     for s in range(S) for name in names for t in range(T) for i in range(n)]
-        return self._select(bank, ("pw",) + key, g, build).view(-1, self.C, 1, 1)
+        return self._select(bank, self.zero + 1, ("pw",) + key, g, build).view(-1, self.C, 1, 1)
 
     # ---- the cell -------------------------------------------------------------------------
     def forward(self, cell: nn.Module, s0: Tensor, s1: Tensor, weights: Tensor, g: int, multiplier: int) -> Tensor:
         """The cell's output ``[N, g*multiplier*C, H, W]`` (layout ``(g, node, c)``)."""
         x = _preprocess_pair(cell, s0, s1, g)  # [N, g*2*C, H, W], layout (g, s, c)
         C = self.C
-        wext = torch.cat([weights.flatten(), weights.new_ones(1)])
+        wext = self.op_weights(weights)
         bank = self.bank(cell, g)
         states = list(_nhwc(x, (g, 2, C)).unbind(4))  # [N, H, W, g, C] each
         acc: Tensor | None = None
@@ -303,7 +311,10 @@ class CellFusion:
         # [N, H', W', g, C, K', S] @ [K'*S, T]: per channel, sum over (op, source) of W[edge(s, t), op] * term
         stack = torch.stack([_nhwc(t, (g, S, self.C)).transpose(-1, -2) for t in terms], dim=-2)
         cells = [(rnd.edges[s * T + t], k) for k in cols for s in range(S) for t in range(T)]
-        mix = self.take(wext, ("mix", r), cells, 1, 1).view(len(terms) * S, T)
+        if wext.numel() == self.n_w:  # op weights shared by the batch blocks
+            mix = self.take(wext, ("mix", r), cells, 1, 1).view(len(terms) * S, T)
+        else:  # per block: [g, K'*S, T], one matrix per batch block
+            mix = self.take(wext, ("mix", r), cells, 1, g).view(g, len(terms) * S, T)
         return (stack.flatten(-2) @ mix).transpose(-1, -2)
 
     def _convs(self, r: int, rnd: Round, ops: Edges, relu: Tensor, wext: Tensor, bank: Tensor, g: int, S: int,
@@ -369,7 +380,7 @@ class CellFusion:
                         zeros = [self.zero] * C
                         out += row + zeros if side == 0 else zeros + row
             return out
-        w = self._select(bank, ("fr", r), g, build).view(-1, 2 * C, 1, 1)
+        w = self._select(bank, self.zero + 1, ("fr", r), g, build).view(-1, 2 * C, 1, 1)
         h = F.conv2d(z, w, None, 1, 0, 1, g * S)
         slots = [[cast(FactorizedReduce, op[k]).bn] for op in ops]
         return _g.bn_slots(h, slots, g, weight=self.take(wext, ("R", r), [(e, k) for e in rnd.edges], C, g))

@@ -8,7 +8,9 @@ separate passes) and concatenations interleave per block. The outputs, and the g
 respect to each batch's input, are those of ``g`` separate passes; the work is done in half the
 kernel calls on twice as many channels, which CPUs (vector width 16 floats) and GPUs (launch
 bound at search widths) run markedly faster. Batch norms with running statistics get the
-updates of the separate passes, one per batch in stacking order.
+updates of the separate passes, one per batch in stacking order. Inside
+:func:`block_params` the blocks may also run different weights (block ``i`` gets its own
+values where a weight would be repeated).
 
 With ``g == 1`` every helper is the plain module call, running statistics included.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple, cast
 
 import torch
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["Token", "apply_updates", "block_params", "blocks", "bn", "bn_groups", "bn_slots", "channels_last", "conv",
-           "deferred_updates", "frozen_updates", "gcat", "linear", "rep", "rep_cat", "reused", "reused_reps"]
+           "deferred_updates", "frozen_updates", "gcat", "linear", "per_block", "rep", "rep_cat", "reused", "reused_reps"]
 
 
 _REPS: contextvars.ContextVar[dict[tuple[int, object], tuple[Tensor, int, Tensor]] | None] = contextvars.ContextVar(
@@ -52,14 +54,13 @@ _BLOCKS: contextvars.ContextVar[dict[int, tuple[Tensor, Sequence[Tensor]]] | Non
 
 
 @contextlib.contextmanager
-def block_params(per_block: dict[Tensor, Sequence[Tensor]] | Sequence[tuple[Tensor, Sequence[Tensor]]]) -> Iterator[None]:
-    """Inside, a grouped pass gives channel block ``i`` the weight ``per_block[t][i]`` wherever
-    it would repeat the weight ``t`` (:func:`rep`, :func:`rep_cat`, :func:`linear`, the fused
-    cells' weight banks): ``g`` batches through ``g`` different weight sets in one pass, e.g.
-    the two shifted weight sets of a finite-difference Hessian-vector product. ``per_block``
-    pairs each weight tensor (matched by identity) with its ``g`` per-block values."""
-    items = per_block.items() if isinstance(per_block, dict) else per_block
-    token = _BLOCKS.set({id(t): (t, vs) for t, vs in items})
+def block_params(per_block: Iterable[tuple[Tensor, Sequence[Tensor]]]) -> Iterator[None]:
+    """Inside, a grouped pass gives channel block ``i`` the weight ``values[i]`` wherever it
+    would repeat the weight ``t`` (:func:`rep`, :func:`rep_cat`, :func:`linear`, the fused
+    cells' weight banks), for each ``(t, values)`` of ``per_block`` (``t`` matched by
+    identity): ``g`` batches through ``g`` different weight sets in one pass, e.g. the two
+    shifted weight sets of a finite-difference Hessian-vector product."""
+    token = _BLOCKS.set({id(t): (t, vs) for t, vs in per_block})
     try:
         yield
     finally:
@@ -87,6 +88,13 @@ def rep(t: Tensor, g: int) -> Tensor:
         return t
     per = blocks(t, g)
     return torch.cat(list(per)) if per is not None else reused(t, g, lambda u: torch.cat([u] * g))
+
+
+def per_block(t: Tensor, g: int, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``fn(t)``, or inside :func:`block_params` where ``t`` has per-block values, ``fn`` of
+    each stacked along a new first axis (``[g, ...]``)."""
+    per = blocks(t, g) if g > 1 else None
+    return fn(t) if per is None else torch.stack([fn(v) for v in per])
 
 
 def rep_cat(ts: Sequence[Tensor], g: int) -> Tensor:

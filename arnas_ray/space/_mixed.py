@@ -91,8 +91,13 @@ class FusedMixedOp(MixedOp):
         relu_x: torch.Tensor | None = cache.get("relu")  # type: ignore[assignment]
         total: torch.Tensor | None = None
         # one op each, not a select (whose backward fills a zero tensor) and an expanded copy per op
-        ws = weights.unbind(0)
-        rows = weights.unsqueeze(1).expand(-1, x.shape[1]).contiguous().unbind(0)  # scales of the final BNs
+        ws: Sequence[torch.Tensor]
+        if weights.dim() == 1:
+            ws = weights.unbind(0)
+            rows = weights.unsqueeze(1).expand(-1, x.shape[1]).contiguous().unbind(0)  # scales of the final BNs
+        else:  # [g, K]: each batch block its own op weights (_groups.block_params)
+            rows = weights.t().repeat_interleave(x.shape[1] // g, dim=1).unbind(0)
+            ws = [r.view(1, -1, 1, 1) for r in rows]
         for k, (name, op) in enumerate(zip(self.primitives, self._ops)):
             if name == "none":
                 continue

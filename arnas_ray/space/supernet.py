@@ -54,7 +54,7 @@ class SearchCell(nn.Module):
             return self.fusion.forward(self, s0, s1, weights, g, self.multiplier)
         states = [preprocess(self.preprocess0, s0, g), preprocess(self.preprocess1, s1, g)]
         caches: list[dict[str, object]] = [{}, {}]  # per source node, shared by its out-edges (fused ops)
-        rows = weights.unbind(0)  # one op (and one in the backward) instead of a select per edge
+        rows = weights.unbind(-2)  # per edge ([K], or [g, K] per batch block); one op, not a select per edge
         offset = 0
         for _ in range(self.steps):
             s = None
@@ -149,7 +149,8 @@ class Supernet(nn.Module):
 
     def _features(self, x: torch.Tensor, g: int) -> torch.Tensor:
         """Globally pooled features ``[N, g*C_last]`` of ``g`` batches stacked along the channels."""
-        weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}  # each [E, K]
+        # each [E, K], or [g, E, K] where the batch blocks have their own alphas (_groups.block_params)
+        weights = {t: _g.per_block(a, g, lambda u: F.softmax(u, dim=-1)) for t, a in self.alphas.items()}
         with _g.deferred_updates():  # running-statistic updates of shared BNs, applied at once
             s0 = s1 = _g.bn(cast(nn.BatchNorm2d, self.stem[1]), _g.conv(cast(nn.Conv2d, self.stem[0]), x, g), g)
             for cell, ctype in zip(self.cells, self._cell_types):

@@ -97,15 +97,19 @@ def hypergrads():
     return model, batch, opt, out, losses
 
 
-def test_first_order_is_autograd_grad_of_validation_loss():
+@pytest.mark.parametrize("stack", [False, True], ids=["separate", "stacked"])
+def test_first_order_is_autograd_grad_of_validation_loss(stack):
     model, batch = tiny_supernet(), tiny_batch()
-    us, _ = _architect(model, "first").hypergradients(batch, eta=ETA)
+    us, _ = _architect(model, "first", stack_passes=stack).hypergradients(batch, eta=ETA)
     alphas = list(model.alphas.values())
     for i, (x, coef) in enumerate([(batch.x_val, 1.0), (batch.x_val_adv, 0.1)]):
         loss = F.cross_entropy(model(x), batch.y_val) * coef
         expected = torch.autograd.grad(loss, alphas, allow_unused=True, materialize_grads=True)
         for got, want in zip(us[i], expected):
-            assert torch.equal(got, want)
+            if stack:  # one pass of both batches stacked: the same sums in another order
+                torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-13)
+            else:
+                assert torch.equal(got, want)
 
 
 def test_second_order_on_the_relu_supernet_matches_exact_below_the_kinks():
@@ -189,11 +193,11 @@ def test_mgda_step_uses_min_norm_combination(hypergrads):
 
 
 @pytest.mark.parametrize(("order", "strategy", "passes", "stacked"), [
-    # shared unrolled + 2 validation passes, and the 2x2 Hessian-vector passes as one stacked
-    # pass of two batches per objective (pair_fd)
-    ("second", "mgda", 1 + 2, 2),
+    # shared unrolled + 2 validation + 2x2 Hessian-vector passes; stacked (stack_passes): the
+    # two validation passes as one, each objective's two Hessian-vector passes as one
+    ("second", "mgda", 1, 1 + 2),
     ("second", "natural", 1 + 1, 1),
-    ("first", "mgda", 2, 0),
+    ("first", "mgda", 0, 1),
     ("exact", "mgda", 1 + 2, 0),
 ])
 def test_forward_passes_per_step(order, strategy, passes, stacked, monkeypatch):
@@ -206,7 +210,7 @@ def test_forward_passes_per_step(order, strategy, passes, stacked, monkeypatch):
         _architect(model, order, strategy).step(batch, eta=ETA)
         assert (len(calls), groups) == (passes, [2] * stacked)
         calls.clear(), groups.clear()
-        _architect(model, order, strategy, pair_fd=False).step(batch, eta=ETA)  # two passes each
+        _architect(model, order, strategy, stack_passes=False).step(batch, eta=ETA)  # two passes each
         assert (len(calls), groups) == (passes + 2 * stacked, [])
     finally:
         handle.remove()
@@ -238,26 +242,30 @@ def test_unknown_order_names_the_field():
         Architect(tiny_supernet(), order="third")
 
 
+@pytest.mark.parametrize("order", ["first", "second"])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
-def test_stacked_finite_difference_passes_give_the_same_hypergradients(fused, monkeypatch):
-    """``pair_fd``: both finite-difference passes as one stacked pass (w + rv in one block,
-    w - rv in the other) where the supernet can stack batches (fused, training mode); the
-    same hypergradients as two passes. A plain supernet always takes the two passes."""
+def test_stacked_passes_give_the_same_hypergradients(order, fused, monkeypatch):
+    """``stack_passes``: the two objectives' validation passes as one stacked pass, and (second
+    order) both finite-difference passes of each Hessian-vector product as one (w + rv in one
+    block, w - rv in the other), where the supernet can stack batches (fused, training mode);
+    the same hypergradients and objectives as separate passes. A plain supernet never stacks."""
     model, batch = tiny_supernet(fused=fused), tiny_batch()
     opt = _sgd_with_momentum(model, batch)
-    calls = []
-    stacked_difference = Architect._stacked_difference
-    monkeypatch.setattr(Architect, "_stacked_difference",
-                        lambda self, *a: calls.append(1) or stacked_difference(self, *a))
-    out = {}
-    for pair in (True, False):
-        arch = _architect(model, "second", pair_fd=pair)
+    groups = []
+    original = type(model).forward_groups
+    monkeypatch.setattr(type(model), "forward_groups", lambda self, xs: groups.append(len(xs)) or original(self, xs))
+    out, losses = {}, {}
+    for stack in (True, False):
+        arch = _architect(model, order, stack_passes=stack)
         assert arch._stackable() is fused
-        out[pair], _ = arch.hypergradients(batch, eta=ETA, w_optimizer=opt)
-    assert len(calls) == (2 if fused else 0)  # one stacked pass per objective
+        out[stack], losses[stack] = arch.hypergradients(batch, eta=ETA, w_optimizer=opt)
+        if stack:  # one stacked validation pass, and one stacked pass per Hessian-vector product
+            assert groups == ([2] * (3 if order == "second" else 1) if fused else [])
+    assert len(groups) == (3 if order == "second" else 1) * fused  # none without stacking
     for objective in range(2):
         for a, b in zip(out[True][objective], out[False][objective]):
             torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
         assert _rel(out[True][objective], out[False][objective]) < 1e-8
+        torch.testing.assert_close(losses[True][objective], losses[False][objective], rtol=1e-12, atol=0)
     model.eval()  # eval mode: batch statistics are gone, so no stacking
     assert not _architect(model, "second")._stackable()

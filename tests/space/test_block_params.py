@@ -1,6 +1,6 @@
 """Per-block weights in stacked passes (``_groups.block_params``): one pass of ``g`` batches
-stacked along the channels, block ``i`` through its own weight set, equals ``g`` separate
-passes, one per weight set (logits and gradients, float64, both cell paths, every preset)."""
+stacked along the channels, block ``i`` through its own weight set (and alphas), equals ``g``
+separate passes, one per set (logits and gradients, float64, both cell paths, every preset)."""
 
 from __future__ import annotations
 
@@ -39,24 +39,30 @@ def _weight_sets(net, g, seed=1):
     return names, sets
 
 
+@pytest.mark.parametrize("own_alphas", [False, True], ids=["shared-alphas", "own-alphas"])
 @pytest.mark.parametrize("preset", sorted(LAYOUT_PRESETS))
-def test_stacked_pass_with_per_block_weights_equals_separate_passes(preset, cell_path):
+def test_stacked_pass_with_per_block_weights_equals_separate_passes(preset, own_alphas, cell_path):
     torch.manual_seed(0)
     net = Supernet(Layout.preset(preset), 4, 10, 4).double().train()
-    alphas = dict(net.arch_parameters())
+    a_names = [f"alphas.{t}" for t in net.arch_parameters()]
+    a0 = list(net.arch_parameters().values())
+    # block 1's alphas: shared, or a leaf of its own with other values (every op weight differs)
+    a1 = [(a.detach() + 0.5 * torch.randn_like(a)).requires_grad_(True) for a in a0] if own_alphas else a0
     names, (w0, w1) = _weight_sets(net, 2)
     gen = torch.Generator().manual_seed(2)
     xs = [torch.rand(3, 3, 8, 8, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(2)]
     y = torch.randint(0, 10, (3,), generator=gen)
-    a_list = list(alphas.values())
+    wrt = a0 + (a1 if own_alphas else []) + xs
     with frozen_running_stats():
-        separate = [functional_call(net, dict(zip(names, ws)), (x,)) for ws, x in zip((w0, w1), xs)]
+        separate = [functional_call(net, {**dict(zip(names, ws)), **dict(zip(a_names, als))}, (x,))
+                    for ws, als, x in zip((w0, w1), (a0, a1), xs)]
         loss_sep = F.cross_entropy(separate[0], y) - 2 * F.cross_entropy(separate[1], y)
-        g_sep = torch.autograd.grad(loss_sep, a_list + xs, allow_unused=True, materialize_grads=True)
-        with block_params([(a, (a, b)) for a, b in zip(w0, w1)]):
-            stacked = functional_call(_Stacked(net), {f"net.{n}": w for n, w in zip(names, w0)}, (xs,))
+        g_sep = torch.autograd.grad(loss_sep, wrt, allow_unused=True, materialize_grads=True)
+        per_block = [(a, (a, b)) for a, b in zip(w0, w1)] + ([(a, (a, b)) for a, b in zip(a0, a1)] if own_alphas else [])
+        with block_params(per_block):
+            stacked = functional_call(_Stacked(net), {f"net.{n}": w for n, w in zip(names + a_names, w0 + a0)}, (xs,))
         loss_st = F.cross_entropy(stacked[0], y) - 2 * F.cross_entropy(stacked[1], y)
-        g_st = torch.autograd.grad(loss_st, a_list + xs, allow_unused=True, materialize_grads=True)
+        g_st = torch.autograd.grad(loss_st, wrt, allow_unused=True, materialize_grads=True)
     for a, b in zip(stacked, separate):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert (separate[0] - separate[1]).abs().max() > 1e-3  # the two weight sets do differ
