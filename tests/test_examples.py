@@ -67,8 +67,9 @@ def test_quickstart_is_the_promised_grid():
     assert len(spec.points()) == 2  # one round of trials on 2 cores: the 5-minute budget
     assert spec.resources.cpu == 1 and spec.resources.gpu == 0
     assert spec.selection.mode == "all"  # both searched networks are retrained
-    # 60 search steps: the supernets reach >= 0.5 natural accuracy (30 steps left them near chance)
-    assert spec.search.epochs * spec.search.steps_per_epoch >= 60
+    # 80 search steps: the supernets reach >= 0.5 natural accuracy (30 steps left them near
+    # chance; 60 left one at 0.476 on an AVX-512 CPU)
+    assert spec.search.epochs * spec.search.steps_per_epoch >= 80
     assert not spec.skip_retrain and spec.retrain.method == "pgd-at"
     assert list(spec.evaluation.attacks) == ["natural", "fgsm", "pgd20", "pgd100"]
     # one eps everywhere: search, training and evaluation (the sweep evaluates at retrain.attack.eps)

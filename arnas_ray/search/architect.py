@@ -29,7 +29,7 @@ unrolled pass for weight gradients, the Hessian-vector passes for alpha gradient
 A forward pass count per step (second order, two objectives): 1 unrolled + 2 validation +
 4 Hessian-vector = 7. With ``stack_passes`` (the default, on a fused supernet) the two
 validation passes run as one stacked pass, and so do each objective's two Hessian-vector
-passes: 1 + 3 stacked (first order: 1 stacked).
+passes: 1 + 3 stacked (first order: separate passes).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class Architect:
             ops on the alphas, no host sync) into ``ArchStats.diagnostics``.
         stack_passes: run pairs of passes as one pass of two batches stacked along the
             channels, each block with its own weights (``block_params``), where the supernet
-            can stack batches (fused, training mode). Same mathematics. The two finite-difference
+            can stack batches (fused, training mode), in second order. Same mathematics. The two finite-difference
             passes of a Hessian-vector product (the training batch twice, ``w + r v`` in one
             block and ``w - r v`` in the other; the loss ``L(w + r v) - L(w - r v)`` gives the
             difference of the alpha gradients in one backward), and the two objectives'
@@ -278,19 +278,23 @@ class Architect:
 
     def _first_order(self, objectives: Sequence[tuple[Tensor, float] | None], batch: ArchBatch, eta: float,
                      w_optimizer: torch.optim.Optimizer | None) -> tuple[list[Grads | None], list[Tensor | None]]:
-        """``d_a L_val(w, a)`` at the current weights."""
-        return self._objective_grads(objectives, batch.y_val, [p.detach() for p in self.weights], self._buffers())
+        """``d_a L_val(w, a)`` at the current weights, one pass per objective: stacking them gained
+        only 2% here (within noise; ``benchmarks/RESULTS.md``), and separate passes keep the
+        first-order search (the quickstart's) to its sums of before, whose supernets sit close
+        to the 0.5 accuracy bar (stacked, the fixed one ended at 0.490)."""
+        return self._objective_grads(objectives, batch.y_val, [p.detach() for p in self.weights], self._buffers(),
+                                     stack=False)
 
     def _objective_grads(self, objectives: Sequence[tuple[Tensor, float] | None], y: Tensor,
-                         weights: Sequence[Tensor], buffers: dict[str, Tensor], *,
+                         weights: Sequence[Tensor], buffers: dict[str, Tensor], *, stack: bool,
                          wrt_weights: bool = False) -> tuple[list[Grads | None], list[Tensor | None]]:
         """Per objective ``(x, coef)``: the gradient of ``coef * CE(model(x), y)`` with respect to
         the alphas (then the ``weights``, with ``wrt_weights``), and the detached objective;
-        both objectives in one stacked pass where the model can stack them."""
+        with ``stack``, both objectives in one stacked pass where the model can stack them."""
         us: list[Grads | None] = [None, None]
         losses: list[Tensor | None] = [None, None]
         present = [obj for obj in objectives if obj is not None]
-        if self.stack_passes and len(present) == 2 and self._stackable() and present[0][0].shape == present[1][0].shape:
+        if stack and len(present) == 2 and self._stackable() and present[0][0].shape == present[1][0].shape:
             return self._stacked_objectives(present, y, weights, wrt_weights)
         for i, obj in enumerate(objectives):
             if obj is not None:
@@ -349,7 +353,8 @@ class Architect:
             batch, eta=eta, w_optimizer=w_optimizer, buffers=buffers)]
         n_a = len(alphas)
         w = self.weights  # only read under no_grad (the shifted weights of the Hessian-vector passes)
-        us, losses = self._objective_grads(objectives, batch.y_val, unrolled, buffers, wrt_weights=True)
+        us, losses = self._objective_grads(objectives, batch.y_val, unrolled, buffers, stack=self.stack_passes,
+                                           wrt_weights=True)
         for i, grads in enumerate(us):
             if grads is not None:
                 d_alpha, v = grads[:n_a], grads[n_a:]
