@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +45,11 @@ from torch.func import functional_call
 
 from arnas_ray._config import check_choice
 from arnas_ray.search._amp import upcast as _upcast
+from arnas_ray.search._stacked import StackedPasses
+from arnas_ray.search._stacked import grad as _grad
 from arnas_ray.search.config import ORDERS, STRATEGIES
 from arnas_ray.search.diagnostics import step_vector
 from arnas_ray.search.mgda import NORMALIZATIONS, mgda_weights
-from arnas_ray.space import block_params
 from arnas_ray.space.supernet import ALPHA_PREFIX, frozen_running_stats
 
 __all__ = ["ArchBatch", "ArchStats", "Architect"]
@@ -57,18 +57,6 @@ __all__ = ["ArchBatch", "ArchStats", "Architect"]
 FD_RADIUS = 0.01  # finite-difference radius numerator (DARTS, ARNAS): r = FD_RADIUS / ||v||
 
 Grads = list[Tensor]
-
-
-class _Stacked(nn.Module):
-    """``net.forward_groups`` as a module's forward, for ``functional_call``."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
-        out: list[Tensor] = cast(Any, self.net).forward_groups(xs)
-        return out
 
 
 @dataclass
@@ -99,15 +87,6 @@ class ArchStats:
     diagnostics: Tensor | None = None
 
 
-def _grad(loss: Tensor, inputs: Sequence[Tensor], *, create_graph: bool = False,
-          retain_graph: bool | None = None) -> Grads:
-    """``torch.autograd.grad`` with zeros for inputs the loss does not use (e.g. the alphas of
-    a cell type absent from a tiny layout)."""
-    return list(torch.autograd.grad(loss, list(inputs), create_graph=create_graph,
-                                    retain_graph=retain_graph, allow_unused=True,
-                                    materialize_grads=True))
-
-
 class Architect:
     """Computes and applies architecture updates for a :class:`~arnas_ray.space.Supernet`.
 
@@ -131,16 +110,12 @@ class Architect:
         diagnostics: measure, at every :meth:`step`, gamma, the hypergradient norms, their
             cosine and the descent check (:mod:`arnas_ray.search.diagnostics`; a few tensor
             ops on the alphas, no host sync) into ``ArchStats.diagnostics``.
-        stack_passes: run pairs of passes as one pass of two batches stacked along the
-            channels, each block with its own weights (``block_params``), where the supernet
-            can stack batches (fused, training mode), in second order. Same mathematics. The two finite-difference
-            passes of a Hessian-vector product (the training batch twice, ``w + r v`` in one
-            block and ``w - r v`` in the other; the loss ``L(w + r v) - L(w - r v)`` gives the
-            difference of the alpha gradients in one backward), and the two objectives'
-            validation passes (clean and adversarial batch, each block with its own copy of
-            the weights and alphas, so each objective keeps its own gradients). On a 2-core
-            CPU one stacked pass asking for alpha gradients cost 0.52-0.67 s against
-            0.73-0.87 s for two (``benchmarks/RESULTS.md``).
+        stack_passes: in second order, where the supernet can stack batches (fused, training
+            mode), run pairs of passes as one pass of two stacked batches, each block with its
+            own weights (:mod:`arnas_ray.search._stacked`; same mathematics): each Hessian-vector
+            product's two finite-difference passes, and the two objectives' validation passes.
+            On a 2-core CPU one stacked pass asking for alpha gradients cost 0.52-0.67 s
+            against 0.73-0.87 s for two (``benchmarks/RESULTS.md``).
 
     Attributes:
         last_stats: the :class:`ArchStats` of the most recent :meth:`step` (None before).
@@ -175,7 +150,6 @@ class Architect:
         self.fd_radius = fd_radius
         self.diagnostics = diagnostics
         self.stack_passes = stack_passes
-        self._stacked = _Stacked(model)
         self.last_stats: ArchStats | None = None
         named = list(model.named_parameters())
         self.alpha_names = [n for n, _ in named if n.startswith(ALPHA_PREFIX)]
@@ -185,6 +159,7 @@ class Architect:
         if not self.alphas:
             raise ValueError(f"the model has no architecture parameters (names starting with {ALPHA_PREFIX!r})")
         self.optimizer = torch.optim.Adam(self.alphas, lr=lr, betas=betas, weight_decay=weight_decay)
+        self._stacked = StackedPasses(model, self.weight_names, self.alpha_names)
 
     # ---- functional passes ------------------------------------------------------------
     def _loss(self, weights: Sequence[Tensor], alphas: Sequence[Tensor], x: Tensor, y: Tensor,
@@ -295,36 +270,14 @@ class Architect:
         losses: list[Tensor | None] = [None, None]
         present = [obj for obj in objectives if obj is not None]
         if stack and len(present) == 2 and self._stackable() and present[0][0].shape == present[1][0].shape:
-            return self._stacked_objectives(present, y, weights, wrt_weights)
+            return self._stacked.objectives(present, y, weights, self.alphas, wrt_weights=wrt_weights,
+                                            autocast=self._autocast)
         for i, obj in enumerate(objectives):
             if obj is not None:
                 loss = self._loss(weights, self.alphas, obj[0], y, buffers) * obj[1]
                 us[i] = _grad(loss, list(self.alphas) + (list(weights) if wrt_weights else []))
                 losses[i] = loss.detach()
         return us, losses
-
-    def _stacked_objectives(self, objectives: Sequence[tuple[Tensor, float]], y: Tensor, weights: Sequence[Tensor],
-                            wrt_weights: bool) -> tuple[list[Grads | None], list[Tensor | None]]:
-        """Both objectives from one pass of their batches stacked: block 1 runs its own leaf
-        copies of the alphas (and, with ``wrt_weights``, of the weights), so the gradients of
-        ``f_1 + f_2`` with respect to each block's leaves are each objective's own."""
-        own = [[*self.alphas, *(weights if wrt_weights else [])]]
-        own.append([t.detach().clone().requires_grad_(True) for t in own[0]])
-        per_block = [(t, (t, c)) for t, c in zip(own[0], own[1])]
-        ctx = self._autocast() if self._autocast is not None else contextlib.nullcontext()
-        with ctx, frozen_running_stats(), block_params(per_block):
-            logits = functional_call(self._stacked, self._net_params(weights),
-                                     ([objectives[0][0], objectives[1][0]],))
-        losses = [F.cross_entropy(_upcast(lo), y) * coef for lo, (_, coef) in zip(logits, objectives)]
-        grads = _grad(losses[0] + losses[1], own[0] + own[1])
-        n = len(own[0])
-        return [grads[:n], grads[n:]], [lo.detach() for lo in losses]
-
-    def _net_params(self, weights: Sequence[Tensor]) -> dict[str, Tensor]:
-        """The weights and the alphas by name, for a stacked pass (``_Stacked``)."""
-        params = {f"net.{n}": t for n, t in zip(self.weight_names, weights)}
-        params.update({f"net.{n}": a for n, a in zip(self.alpha_names, self.alphas)})
-        return params
 
     def _exact_order(self, objectives: Sequence[tuple[Tensor, float] | None], batch: ArchBatch, eta: float,
                      w_optimizer: torch.optim.Optimizer | None) -> tuple[list[Grads | None], list[Tensor | None]]:
@@ -379,7 +332,7 @@ class Architect:
             plus, minus = torch._foreach_add(list(w), rv), torch._foreach_sub(list(w), rv)
         diff: Sequence[Tensor]
         if self.stack_passes and self._stackable():
-            diff = self._stacked_difference(plus, minus, batch)
+            diff = self._stacked.difference(plus, minus, self.alphas, batch.x_train, batch.y_train)
         else:
             grads = [_grad(self._loss(ws, self.alphas, batch.x_train, batch.y_train, buffers, amp=False), self.alphas)
                      for ws in (plus, minus)]
@@ -387,17 +340,8 @@ class Architect:
         return list(torch._foreach_div(diff, 2 * r))
 
     def _stackable(self) -> bool:
-        """Whether the model runs stacked batches with per-block weights: a fused supernet
-        (its running statistics freezable) in training mode."""
-        return bool(getattr(self.model, "running_stats_freezable", False)) and self.model.training
-
-    def _stacked_difference(self, plus: Sequence[Tensor], minus: Sequence[Tensor], batch: ArchBatch) -> Grads:
-        """``d_a L_train(plus) - d_a L_train(minus)`` from one pass of the training batch stacked
-        twice, block 0 with the weights ``plus`` and block 1 with ``minus``."""
-        with frozen_running_stats(), block_params([(p, (p, m)) for p, m in zip(plus, minus)]):
-            logits = functional_call(self._stacked, self._net_params(plus), ([batch.x_train, batch.x_train],))
-        loss = F.cross_entropy(logits[0], batch.y_train) - F.cross_entropy(logits[1], batch.y_train)
-        return _grad(loss, self.alphas)
+        """Whether the model can stack batches with per-block weights (fused, training mode)."""
+        return self._stacked.usable()
 
     # ---- combination and update -------------------------------------------------------
     def combine(self, us: list[Grads | None], losses: list[Tensor | None],

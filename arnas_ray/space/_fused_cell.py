@@ -42,9 +42,10 @@ from torch import Tensor, nn
 
 from arnas_ray.space import _groups as _g
 from arnas_ray.space._dwconv import depthwise_conv2d
-from arnas_ray.space.ops import FactorizedReduce, MixedOp, ReLUConvBN
+from arnas_ray.space._preprocess import preprocess_pair
+from arnas_ray.space.ops import FactorizedReduce, MixedOp
 
-__all__ = ["CellFusion", "Round", "plan_rounds", "preprocess"]
+__all__ = ["CellFusion", "Round", "plan_rounds"]
 
 SEP = {"sep_conv_3x3": 3, "sep_conv_5x5": 5}
 DIL = {"dil_conv_3x3": 3, "dil_conv_5x5": 5}
@@ -252,7 +253,7 @@ class CellFusion:
     # ---- the cell -------------------------------------------------------------------------
     def forward(self, cell: nn.Module, s0: Tensor, s1: Tensor, weights: Tensor, g: int, multiplier: int) -> Tensor:
         """The cell's output ``[N, g*multiplier*C, H, W]`` (layout ``(g, node, c)``)."""
-        x = _preprocess_pair(cell, s0, s1, g)  # [N, g*2*C, H, W], layout (g, s, c)
+        x = preprocess_pair(cell, s0, s1, g)  # [N, g*2*C, H, W], layout (g, s, c)
         C = self.C
         wext = self.op_weights(weights)
         bank = self.bank(cell, g)
@@ -397,27 +398,3 @@ def _param(op: nn.Module, part: object) -> Tensor:
     m = getattr(op, part) if isinstance(part, str) else op[part]  # type: ignore[index]
     w: Tensor = m.weight
     return w
-
-
-def _preprocess_pair(cell: nn.Module, s0: Tensor, s1: Tensor, g: int) -> Tensor:
-    """Both preprocessed cell inputs stacked: ``[N, g*2*C, H, W]``, layout ``(g, s, c)``; one
-    ReLU, convolution and batch norm for both when both are ReLUConvBN of same-shaped inputs."""
-    p0, p1 = cast(nn.Module, cell.preprocess0), cast(nn.Module, cell.preprocess1)
-    if isinstance(p0, ReLUConvBN) and s0.shape == s1.shape:  # preprocess1 is always a ReLUConvBN
-        # [(g, s, c), C_in, 1, 1]
-        w = _g.rep_cat([cast(nn.Conv2d, p0[1]).weight, cast(nn.Conv2d, cast(ReLUConvBN, p1)[1]).weight], g)
-        if s0 is s1:  # the first cell: both read the stem
-            h = F.conv2d(F.relu(s0), w, None, 1, 0, 1, g)
-        else:
-            h = F.conv2d(F.relu(_g.gcat([s0, s1], g)), w, None, 1, 0, 1, 2 * g)
-        return _g.bn_slots(h, [[cast(nn.BatchNorm2d, p0[2])], [cast(nn.BatchNorm2d, cast(ReLUConvBN, p1)[2])]], g)
-    return _g.gcat([preprocess(p0, s0, g), preprocess(p1, s1, g)], g)
-
-
-def preprocess(m: nn.Module, x: Tensor, g: int) -> Tensor:
-    """A cell's input preprocessing ``m`` (ReLUConvBN or FactorizedReduce) on ``g`` channel blocks
-    (running statistics through :func:`arnas_ray.space._groups.bn`)."""
-    if isinstance(m, FactorizedReduce):
-        return _g.bn(m.bn, m.branches(F.relu(x), g), g)
-    return _g.bn(cast(nn.BatchNorm2d, cast(ReLUConvBN, m)[2]),  # ReLUConvBN
-                 _g.conv(cast(nn.Conv2d, cast(ReLUConvBN, m)[1]), F.relu(x), g), g)

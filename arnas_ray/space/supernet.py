@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnas_ray.space import _groups as _g
-from arnas_ray.space._fused_cell import CellFusion, preprocess
+from arnas_ray.space._fused_cell import CellFusion
 from arnas_ray.space._mixed import FUSABLE, FusedMixedOp
+from arnas_ray.space._preprocess import preprocess
 from arnas_ray.space.genotype import Genotype, derive_genotype
 from arnas_ray.space.layout import Layout
 from arnas_ray.space.ops import PRIMITIVES, FactorizedReduce, MixedOp, ReLUConvBN
