@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from arnas_ray.search._stacked import StackedPasses
 from arnas_ray.space import LAYOUT_PRESETS, Layout, Supernet, _fused_cell, _groups, block_params
 from arnas_ray.space.supernet import ALPHA_PREFIX, frozen_running_stats
 
@@ -19,15 +20,6 @@ def cell_path(request, monkeypatch):
         monkeypatch.setattr(_fused_cell, "CROSS_EDGE_MAX", 0)
         monkeypatch.setattr(_fused_cell, "REDUCTION_MAX", 0)
     return request.param
-
-
-class _Stacked(torch.nn.Module):
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, xs):
-        return self.net.forward_groups(xs)
 
 
 def _weight_sets(net, g, seed=1):
@@ -60,7 +52,7 @@ def test_stacked_pass_with_per_block_weights_equals_separate_passes(preset, own_
         g_sep = torch.autograd.grad(loss_sep, wrt, allow_unused=True, materialize_grads=True)
         per_block = [(a, (a, b)) for a, b in zip(w0, w1)] + ([(a, (a, b)) for a, b in zip(a0, a1)] if own_alphas else [])
         with block_params(per_block):
-            stacked = functional_call(_Stacked(net), {f"net.{n}": w for n, w in zip(names + a_names, w0 + a0)}, (xs,))
+            stacked = functional_call(StackedPasses(net, [], []), {f"net.{n}": w for n, w in zip(names + a_names, w0 + a0)}, (xs,))
         loss_st = F.cross_entropy(stacked[0], y) - 2 * F.cross_entropy(stacked[1], y)
         g_st = torch.autograd.grad(loss_st, wrt, allow_unused=True, materialize_grads=True)
     for a, b in zip(stacked, separate):
