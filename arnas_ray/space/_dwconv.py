@@ -43,9 +43,8 @@ __all__ = ["depthwise_conv2d", "dw_conv"]
 def _grad_input(go: Tensor, w: Tensor, shape: torch.Size, stride: int, padding: int, dilation: int) -> Tensor:
     C = shape[1]
     if stride != 1:
-        up = go.new_zeros(shape[0], C, shape[2], shape[3])
-        if channels_last(go):
-            up = up.contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if channels_last(go) else torch.contiguous_format
+        up = torch.empty(shape[0], C, shape[2], shape[3], dtype=go.dtype, device=go.device, memory_format=fmt).zero_()
         ho, wo = go.shape[2], go.shape[3]
         up[:, :, : stride * (ho - 1) + 1 : stride, : stride * (wo - 1) + 1 : stride] = go
         go = up

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from arnas_ray.space import _groups as _g
 from arnas_ray.space._dwconv import depthwise_conv2d
 from arnas_ray.space._preprocess import preprocess_pair
-from arnas_ray.space.ops import FactorizedReduce, MixedOp
+from arnas_ray.space.ops import FactorizedReduce, MixedOp, even_odd
 
 __all__ = ["CellFusion", "Round", "plan_rounds"]
 
@@ -365,11 +365,7 @@ class CellFusion:
                 T: int) -> Tensor:
         """FactorizedReduce (stride-2 ``skip_connect``) of every edge, weighted: layout ``(g, s, t, c)``."""
         k, C = self.col["skip_connect"], self.C
-        even, odd = relu[:, :, ::2, ::2], relu[:, :, 1::2, 1::2]
-        dh, dw = even.shape[-2] - odd.shape[-2], even.shape[-1] - odd.shape[-1]
-        if dh or dw:
-            odd = F.pad(odd, (0, dw, 0, dh))
-        z = _g.gcat([even, odd], g * S)  # (g, s, [even | odd], c)
+        z = even_odd(relu, g * S)  # (g, s, [even | odd], c)
 
         def build() -> list[int]:  # [(s, t, [conv_1 | conv_2], c / 2), [even | odd] * C]
             out: list[int] = []

@@ -39,7 +39,7 @@ from torch import nn
 
 from arnas_ray.space import _groups as _g
 from arnas_ray.space._dwconv import dw_conv
-from arnas_ray.space.ops import DilConv, FactorizedReduce, Identity, MixedOp, SepConv
+from arnas_ray.space.ops import DilConv, FactorizedReduce, Identity, MixedOp, SepConv, even_odd
 
 __all__ = ["FUSABLE", "FusedMixedOp"]
 
@@ -121,7 +121,10 @@ class FusedMixedOp(MixedOp):
             elif isinstance(op, FactorizedReduce):
                 if relu_x is None:
                     relu_x = F.relu(x)
-                t = _g.bn(op.bn, op.branches(relu_x, g), g, weight=rows[k])
+                pixels = cache.get("pixels")
+                if pixels is None:  # shared by the edges leaving x
+                    pixels = cache["pixels"] = even_odd(relu_x, g)
+                t = _g.bn(op.bn, op.branches(relu_x, g, cast(torch.Tensor, pixels)), g, weight=rows[k])
             else:  # pragma: no cover - FUSABLE guards this
                 t = w * op(x)
             total = t if total is None else total + t

@@ -28,6 +28,7 @@ __all__ = [
     "ReLUConvBN",
     "SepConv",
     "Zero",
+    "even_odd",
     "get_op",
 ]
 
@@ -94,6 +95,26 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
+def even_odd(x: torch.Tensor, g: int = 1) -> torch.Tensor:
+    """The pixels the two branches of :class:`FactorizedReduce` read, side by side per channel
+    block: ``x[:, :, ::2, ::2]`` and ``x[:, :, 1::2, 1::2]`` (zero-padded to the first's size
+    where H or W is odd) in the layout ``(g, [even | odd], c)`` of ``[N, g*2*C, H/2, W/2]``.
+
+    For even sizes both are one diagonal of ``x`` cut into 2x2 blocks, gathered by one copy
+    (channels_last memory): its backward fills one zero tensor of ``x``'s size, in ``x``'s memory
+    format. Two strided slices fill two each, in NCHW memory, which the channels_last
+    gradients of the other edges then add slowly."""
+    N, C, H, W = x.shape
+    if H % 2 or W % 2:
+        even, odd = x[:, :, ::2, ::2], x[:, :, 1::2, 1::2]
+        odd = F.pad(odd, (0, even.shape[-1] - odd.shape[-1], 0, even.shape[-2] - odd.shape[-2]))
+        return _g.gcat([even, odd], g)
+    h, w = H // 2, W // 2
+    v = x.permute(0, 2, 3, 1).unflatten(1, (h, 2)).unflatten(3, (w, 2))  # [N, h, 2, w, 2, C]
+    d = v.diagonal(dim1=2, dim2=4).unflatten(3, (g, C // g)).transpose(-1, -2)  # [N, h, w, g, 2, C/g]
+    return d.reshape(N, h, w, 2 * C).permute(0, 3, 1, 2)
+
+
 class FactorizedReduce(nn.Module):
     """Halve the resolution with two offset 1x1 stride-2 convs, concatenated: [N,Ci,H,W] -> [N,Co,H/2,W/2]."""
 
@@ -106,24 +127,19 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
-    def branches(self, x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    def branches(self, x: torch.Tensor, groups: int = 1, pixels: torch.Tensor | None = None) -> torch.Tensor:
         """Both convolutions of the (already rectified) input, concatenated, before the BN
         (``groups``: batches stacked along the channels, see :mod:`arnas_ray.space._groups`).
 
         The second branch is a stride-2 1x1 conv of the input shifted by one pixel (odd sizes
-        padded with zeros); it reads exactly the odd pixels, so it is computed as a stride-1
-        1x1 conv of ``x[:, :, 1::2, 1::2]`` (a quarter-size gather instead of copying the
-        whole shifted input). The first branch likewise reads the even pixels with a stride-1
-        conv: torch 2.14's CPU backward of a stride-2 1x1 conv on channels_last input with 4 or
-        6 input channels corrupts the heap (``tests/space/test_factorized_reduce_crash.py``)."""
-        even = x[:, :, ::2, ::2]
-        a = F.conv2d(even, _g.rep(self.conv_1.weight, groups), None, 1, 0, 1, groups)
-        odd = x[:, :, 1::2, 1::2]
-        dh, dw = a.shape[-2] - odd.shape[-2], a.shape[-1] - odd.shape[-1]
-        if dh or dw:
-            odd = F.pad(odd, (0, dw, 0, dh))
-        b = F.conv2d(odd, _g.rep(self.conv_2.weight, groups), None, 1, 0, 1, groups)
-        return _g.gcat([a, b], groups)
+        padded with zeros); it reads exactly the odd pixels, as the first reads the even ones.
+        Both run as one grouped stride-1 1x1 conv of :func:`even_odd` (``pixels``, where the
+        caller has it: every edge leaving a node reads the same): torch 2.14's CPU backward
+        of a stride-2 1x1 conv on channels_last input with 4 or 6 input channels corrupts the
+        heap (``tests/space/test_factorized_reduce_crash.py``)."""
+        z = even_odd(x, groups) if pixels is None else pixels
+        w = _g.rep_cat([self.conv_1.weight, self.conv_2.weight], groups)
+        return F.conv2d(z, w, None, 1, 0, 1, 2 * groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.bn(self.branches(self.relu(x)))
