@@ -110,9 +110,10 @@ def even_odd(x: torch.Tensor, g: int = 1) -> torch.Tensor:
         odd = F.pad(odd, (0, even.shape[-1] - odd.shape[-1], 0, even.shape[-2] - odd.shape[-2]))
         return _g.gcat([even, odd], g)
     h, w = H // 2, W // 2
-    v = x.permute(0, 2, 3, 1).unflatten(1, (h, 2)).unflatten(3, (w, 2))  # [N, h, 2, w, 2, C]
-    d = v.diagonal(dim1=2, dim2=4).unflatten(3, (g, C // g)).transpose(-1, -2)  # [N, h, w, g, 2, C/g]
-    return d.reshape(N, h, w, 2 * C).permute(0, 3, 1, 2)
+    v = x.permute(0, 2, 3, 1).reshape(N, h, 2, w, 2, C)  # a view
+    d = v.diagonal(dim1=2, dim2=4).reshape(N, h, w, g, C // g, 2).transpose(-1, -2)  # [N, h, w, g, 2, C/g]
+    out: torch.Tensor = d.reshape(N, h, w, 2 * C).permute(0, 3, 1, 2)
+    return out
 
 
 class FactorizedReduce(nn.Module):
