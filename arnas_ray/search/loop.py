@@ -32,6 +32,7 @@ from arnas_ray._loop import check_resumable, diverged, stream_seed
 from arnas_ray.attacks import AttackSpec, frozen_parameters, pgd, pgd_groups
 from arnas_ray.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from arnas_ray.data import DataSplits, make_loader
+from arnas_ray.device import keep_heap
 from arnas_ray.errors import DivergenceError, SpecError
 from arnas_ray.search._amp import autocast_factory
 from arnas_ray.search._amp import upcast as _upcast
@@ -91,8 +92,11 @@ class StepOutput:
 
 def build_search(config: SearchConfig, num_classes: int, in_channels: int,
                  device: torch.device | str) -> SearchParts:
-    """Seed, build the supernet (``channels_last`` when asked), the architect, SGD and cosine."""
+    """Seed, build the supernet (``channels_last`` when asked), the architect, SGD and cosine
+    (on CPU, with this process's heap kept: :func:`arnas_ray.device.keep_heap`)."""
     device = torch.device(device)
+    if device.type == "cpu":
+        keep_heap()
     torch.manual_seed(config.seed)
     model = build_supernet(config, num_classes, in_channels).to(device)
     if config.channels_last:

@@ -20,6 +20,7 @@ from arnas_ray._config import to_dict
 from arnas_ray._loop import check_resumable
 from arnas_ray.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from arnas_ray.data import DataSplits
+from arnas_ray.device import keep_heap
 from arnas_ray.errors import CheckpointError, SpecError
 from arnas_ray.space import Genotype
 from arnas_ray.train._model import FORMAT, build_network, metadata
@@ -66,7 +67,10 @@ class RunState:
 
 def build_run(genotype: Genotype, config: RetrainConfig, data: DataSplits, device: torch.device,
               out_dir: str | os.PathLike[str] | None) -> RunState:
-    """A fresh run: the network on ``device``, its SGD optimiser and its metadata."""
+    """A fresh run: the network on ``device``, its SGD optimiser and its metadata (on CPU, with
+    this process's heap kept: :func:`arnas_ray.device.keep_heap`)."""
+    if device.type == "cpu":
+        keep_heap()
     meta = metadata(genotype, config, num_classes=data.num_classes, in_channels=data.channels,
                     image_size=data.image_size, dataset=data.name)
     model = build_network(genotype, config, data.num_classes, data.channels).to(device)
