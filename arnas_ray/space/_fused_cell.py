@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from arnas_ray.space import _groups as _g
+from arnas_ray.space._dense import dense_grad
 from arnas_ray.space._dwconv import depthwise_conv2d
 from arnas_ray.space._preprocess import preprocess_pair
 from arnas_ray.space.ops import FactorizedReduce, MixedOp, even_odd
@@ -302,7 +303,7 @@ class CellFusion:
             k = self.col[name]
             pooled = cast(nn.Sequential, ops[0][k])[0](x)  # the edges of a round share the pooling's stride
             slots = [[cast(nn.BatchNorm2d, cast(nn.Sequential, op[k])[1]) for op in ops[s * T:(s + 1) * T]] for s in range(S)]
-            terms.append(_g.bn_slots(pooled, slots, g))
+            terms.append(dense_grad(_g.bn_slots(pooled, slots, g)))  # BN's backward is slow on strided gradients
             cols.append(k)
         if self.skip and stride == 1:
             terms.append(x)
@@ -316,7 +317,7 @@ class CellFusion:
             mix = self.take(wext, ("mix", r), cells, 1, 1).view(len(terms) * S, T)
         else:  # per block: [g, K'*S, T], one matrix per batch block
             mix = self.take(wext, ("mix", r), cells, 1, g).view(g, len(terms) * S, T)
-        return (stack.flatten(-2) @ mix).transpose(-1, -2)
+        return dense_grad(stack.flatten(-2) @ mix).transpose(-1, -2)  # so is the product's
 
     def _convs(self, r: int, rnd: Round, ops: Edges, relu: Tensor, wext: Tensor, bank: Tensor, g: int, S: int,
                T: int, stride: int) -> list[Tensor]:
