@@ -265,7 +265,7 @@ class CellFusion:
             inp = x if r == 0 else _nchw(states[-1])
             out = self._round(cell, r, rnd, inp, wext, bank, g, stride)  # [N, H', W', g, T, C]
             acc = out if acc is None else acc[..., 1:, :] + out
-            states.append(acc[..., 0, :])
+            states.append(acc[..., 0, :].contiguous())  # dense: the next round reads it many times
         return _nchw(torch.cat(states[-multiplier:], dim=-1))
 
     def _round(self, cell: nn.Module, r: int, rnd: Round, x: Tensor, wext: Tensor, bank: Tensor | None, g: int,
