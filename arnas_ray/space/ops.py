@@ -100,9 +100,8 @@ def even_odd(x: torch.Tensor, g: int = 1) -> torch.Tensor:
     block: ``x[:, :, ::2, ::2]`` and ``x[:, :, 1::2, 1::2]`` (zero-padded to the first's size
     where H or W is odd) in the layout ``(g, [even | odd], c)`` of ``[N, g*2*C, H/2, W/2]``.
 
-    For even sizes both are one diagonal of ``x`` cut into 2x2 blocks, gathered by one copy
-    (channels_last memory): its backward fills one zero tensor of ``x``'s size, in ``x``'s memory
-    format. Two strided slices fill two each, in NCHW memory, which the channels_last
+    For even sizes both are one diagonal of ``x`` cut into 2x2 blocks, gathered by one copy in
+    ``x``'s memory format: its backward fills one zero tensor of ``x``'s size, in that format. Two strided slices fill two each, in NCHW memory, which the channels_last
     gradients of the other edges then add slowly."""
     N, C, H, W = x.shape
     if H % 2 or W % 2:
@@ -110,6 +109,9 @@ def even_odd(x: torch.Tensor, g: int = 1) -> torch.Tensor:
         odd = F.pad(odd, (0, even.shape[-1] - odd.shape[-1], 0, even.shape[-2] - odd.shape[-2]))
         return _g.gcat([even, odd], g)
     h, w = H // 2, W // 2
+    if not _g.channels_last(x):  # NCHW: [N, C, h, 2, w, 2] is a view
+        d = x.reshape(N, C, h, 2, w, 2).diagonal(dim1=3, dim2=5)  # [N, C, h, w, 2]
+        return d.reshape(N, g, C // g, h, w, 2).permute(0, 1, 5, 2, 3, 4).reshape(N, 2 * C, h, w)
     v = x.permute(0, 2, 3, 1).reshape(N, h, 2, w, 2, C)  # a view
     d = v.diagonal(dim1=2, dim2=4).reshape(N, h, w, g, C // g, 2).transpose(-1, -2)  # [N, h, w, g, 2, C/g]
     out: torch.Tensor = d.reshape(N, h, w, 2 * C).permute(0, 3, 1, 2)

@@ -33,10 +33,14 @@ def test_equals_strided_slices(size: tuple[int, int], g: int, cl: bool) -> None:
     assert torch.equal(ga, gb)
 
 
-def test_gradient_keeps_channels_last() -> None:
-    x = torch.randn(2, 8, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    (gx,) = torch.autograd.grad(even_odd(x, 2).sum(), x)
-    assert gx.is_contiguous(memory_format=torch.channels_last) and not gx.is_contiguous()
+@pytest.mark.parametrize("cl", [False, True])
+def test_gradient_keeps_the_memory_format(cl: bool) -> None:
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = torch.randn(2, 8, 8, 8).contiguous(memory_format=fmt).requires_grad_(True)
+    z = even_odd(x, 2)
+    assert z.is_contiguous(memory_format=fmt)
+    (gx,) = torch.autograd.grad(z.sum(), x)
+    assert gx.is_contiguous(memory_format=fmt)
 
 
 @pytest.mark.parametrize("size", [8, 7])
