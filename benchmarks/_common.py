@@ -8,6 +8,7 @@ import platform
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,17 @@ def machine_tag() -> str:
     info = machine()
     name = info.get("gpu") or info["cpu"]
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:60] or "machine"
+
+
+def best_ms(fn: Callable[..., object], args: tuple[object, ...], repeats: int) -> float:
+    """The fastest of ``repeats`` calls of ``fn(*args)`` after one warm-up call, in milliseconds."""
+    fn(*args)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3
 
 
 def emit(record: dict[str, Any], *, log: bool = True) -> None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,22 +28,12 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arnas_ray.space import _dwconv, _kernels  # noqa: E402
-from benchmarks._common import emit  # noqa: E402
+from benchmarks._common import best_ms, emit  # noqa: E402
 
 # (N, C, size, kernel, stride, dilation): the fused cells' 5x5 depthwise convs at the small shape
 SHAPES = [(16, 16, 32, 5, 1, 1), (16, 192, 32, 5, 1, 1), (16, 384, 32, 5, 2, 1), (16, 768, 16, 5, 1, 1),
           (16, 16, 32, 5, 1, 2), (16, 192, 32, 5, 1, 2), (16, 768, 16, 5, 1, 2)]
 QUICK = [(2, 16, 8, 5, 1, 1), (2, 8, 8, 5, 1, 2)]
-
-
-def _best(fn: Callable[..., object], args: tuple[object, ...], repeats: int) -> float:
-    fn(*args)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(*args)
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
 
 
 def _pytorch(go: torch.Tensor, x: torch.Tensor, w: torch.Tensor, s: int, p: int, d: int) -> torch.Tensor:
@@ -71,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         w = torch.randn(C, 1, k, k, generator=g)
         go = torch.randn(F.conv2d(x, w, None, s, p, d, C).shape, generator=g).contiguous(
             memory_format=torch.channels_last)
-        torch_ms = _best(_pytorch, (go, x, w, s, p, d), args.repeats)
+        torch_ms = best_ms(_pytorch, (go, x, w, s, p, d), args.repeats)
         rec: dict[str, object] = {"bench": "dw_kernel", "N": N, "C": C, "size": size, "k": k, "stride": s,
                                   "dilation": d, "threads": args.threads, "kernel": have,
                                   "pytorch_ms": round(torch_ms, 3)}
@@ -79,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             ours = _kernels.grad_weight(go, x, k, s, p, d)
             assert ours is not None
             ref = _pytorch(go, x, w, s, p, d)
-            kernel_ms = _best(_kernels.grad_weight, (go, x, k, s, p, d), args.repeats)
+            kernel_ms = best_ms(_kernels.grad_weight, (go, x, k, s, p, d), args.repeats)
             rec.update(kernel_ms=round(kernel_ms, 3), speedup=round(torch_ms / max(kernel_ms, 1e-9), 2),
                        max_rel_diff=float((ours - ref).abs().max() / ref.abs().max()))
         emit(rec)

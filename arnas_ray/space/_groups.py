@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from arnas_ray.space._batchnorm import batch_norm_train
+
 __all__ = ["Token", "apply_updates", "block_params", "blocks", "bn", "bn_groups", "bn_slots", "channels_last", "conv",
            "deferred_updates", "frozen_updates", "gcat", "linear", "per_block", "rep", "rep_cat", "reused", "reused_reps"]
 
@@ -178,8 +180,8 @@ def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None
     else:
         w, b = weight, None
     if not (m.track_running_stats and m.running_mean is not None and m.running_var is not None):
-        return F.batch_norm(x, None, None, w, b, True, 0.0, m.eps), None
-    out, mean, invstd = torch.native_batch_norm(x, w, b, None, None, True, 0.0, m.eps)
+        return batch_norm_train(x, w, b, m.eps)[0], None
+    out, mean, invstd = batch_norm_train(x, w, b, m.eps)
     token = Token(mean.detach(), invstd.detach(), x.numel() // x.shape[1], g, 1)
     apply_updates(m, token)
     return out, token
@@ -195,7 +197,7 @@ def bn_slots(x: Tensor, slots: Sequence[Sequence[nn.BatchNorm2d]], g: int,
     first = slots[0][0]
     if not first.training:
         raise RuntimeError("fused batch norms need batch statistics: put the model in training mode")
-    out, mean, invstd = torch.native_batch_norm(x, weight, None, None, None, True, 0.0, first.eps)
+    out, mean, invstd = batch_norm_train(x, weight, None, first.eps)
     token = Token(mean, invstd, x.numel() // x.shape[1], g, len(slots))  # statistics are not differentiable
     for p, modules in enumerate(slots):
         for m in modules:

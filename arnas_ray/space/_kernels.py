@@ -1,10 +1,13 @@
-"""An optional compiled CPU kernel: the weight gradient of a depthwise convolution.
+"""Optional compiled CPU kernels: the weight gradient of a depthwise convolution, and
+training-mode batch norm of narrow channels_last tensors (:mod:`arnas_ray.space._batchnorm`).
 
 oneDNN's CPU weight gradient of a depthwise convolution runs at a fraction of its forward's
 rate: for 5x5 kernels at the supernet's fused widths (float32, channels_last, 1 thread) it
 was 3-4x slower than this kernel, for dilated ones (against the grouped-convolution path of
 :mod:`arnas_ray.space._dwconv`) 2-5x (``benchmarks/RESULTS.md``); the search step's weight
-passes spend much of their time there. The C source (:file:`csrc/kernels.c`: AVX2 + FMA,
+passes spend much of their time there. PyTorch's channels_last batch norm is slow for few
+channels: at 8-32 channels (batch 16, 32x32, 1 thread) its forward and backward took 3-5x the
+time of :func:`bn_forward` and :func:`bn_backward` (``benchmarks/RESULTS.md``). The C source (:file:`csrc/kernels.c`: AVX2 + FMA,
 threads over channel blocks) is compiled once per machine with the system C compiler into a
 cache folder and loaded with :mod:`ctypes`. It is built with OpenMP where the compiler can, so
 that its threads are those of the OpenMP runtime PyTorch has already loaded (``libgomp.so.1``
@@ -37,14 +40,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["ENV", "available", "grad_weight", "library"]
+__all__ = ["BN_MAX_CHANNELS", "ENV", "available", "bn_backward", "bn_forward", "bn_library", "grad_weight", "library"]
 
 ENV = "ARNAS_RAY_NATIVE"  # "0": never use the compiled kernel
 SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
-FLAGS = ("-O3", "-mavx2", "-mfma", "-shared", "-fPIC", "-pthread")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fno-math-errno", "-shared", "-fPIC", "-pthread")
 OPENMP = ("-fopenmp",)  # tried first, then FLAGS alone
 #: below this many multiply-adds the kernel runs on one thread (a thread costs tens of microseconds)
 THREAD_MIN_MACS = 1 << 21
+#: batch norms over more channels stay with PyTorch's kernel (as fast or faster there: it
+#: reads a wide tensor fewer times)
+BN_MAX_CHANNELS = 256
 _log = logging.getLogger(__name__)
 
 
@@ -106,6 +112,10 @@ def _load(path: Path) -> ctypes.CDLL | None:
         return None
     lib.dw_grad_weight.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 11
     lib.dw_grad_weight.restype = ctypes.c_int
+    lib.bn_forward.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 2 + [ctypes.c_double, ctypes.c_int64]
+    lib.bn_forward.restype = ctypes.c_int
+    lib.bn_backward.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 3
+    lib.bn_backward.restype = ctypes.c_int
     return lib
 
 
@@ -139,3 +149,59 @@ def grad_weight(go: Tensor, x: Tensor, k: int, stride: int, padding: int, dilati
                           dilation, threads) != 0:
         return None
     return gw
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def bn_library(x: Tensor, *params: Tensor | None) -> ctypes.CDLL | None:
+    """The library where the batch-norm kernels apply to ``x`` and its per-channel ``params``:
+    CPU float32, channels_last, a multiple of 8 and at most :data:`BN_MAX_CHANNELS` channels."""
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        return None
+    C = x.shape[1]
+    if C % 8 or C > BN_MAX_CHANNELS or x.numel() == 0 or not x.is_contiguous(memory_format=torch.channels_last):
+        return None
+    if any(p is not None and (p.dtype != torch.float32 or p.device.type != "cpu" or not p.is_contiguous()
+                              or p.shape != (C,)) for p in params):
+        return None
+    if os.environ.get(ENV, "1") == "0":
+        return None
+    return library()
+
+
+def bn_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+               ) -> tuple[Tensor, Tensor, Tensor] | None:
+    """``torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)`` (output, batch
+    mean, batch inverse standard deviation) by the compiled kernel, or None where it does not
+    apply (:func:`bn_library`); not differentiable."""
+    lib = bn_library(x, weight, bias)
+    if lib is None:
+        return None
+    C = x.shape[1]
+    M = x.numel() // C
+    y = torch.empty_like(x, memory_format=torch.channels_last)
+    mean, invstd = torch.empty(2, C).unbind(0)
+    if lib.bn_forward(x.data_ptr(), y.data_ptr(), _ptr(weight), _ptr(bias), mean.data_ptr(), invstd.data_ptr(),
+                      M, C, eps, _threads(M * C * 32)) != 0:
+        return None
+    return y, mean, invstd
+
+
+def bn_backward(gy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None,
+                mask: tuple[bool, bool, bool]) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
+    """The gradients (input, weight, bias; each only where ``mask`` asks) of :func:`bn_forward`
+    for the output gradient ``gy``, or None where the kernel does not apply; not differentiable."""
+    lib = bn_library(x, weight, mean, invstd)
+    if lib is None or gy.shape != x.shape or gy.dtype != x.dtype:
+        return None
+    gy = gy.contiguous(memory_format=torch.channels_last)
+    C = x.shape[1]
+    M = x.numel() // C
+    gx = torch.empty_like(x, memory_format=torch.channels_last) if mask[0] else None
+    gw, gb = (torch.empty(C) if m else None for m in mask[1:])
+    if lib.bn_backward(gy.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), _ptr(weight), _ptr(gx),
+                       _ptr(gw), _ptr(gb), M, C, _threads(M * C * 32)) != 0:
+        return None
+    return gx, gw, gb

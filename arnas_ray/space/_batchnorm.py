@@ -1,0 +1,56 @@
+"""Training-mode batch norm (batch statistics) through the compiled CPU kernels where they apply.
+
+:func:`batch_norm_train` is ``torch.native_batch_norm(x, weight, bias, None, None, True, 0.0,
+eps)``: the output, the batch mean and the batch inverse standard deviation (running
+statistics are the caller's, :mod:`arnas_ray.space._groups`). For float32 channels_last CPU
+tensors of a multiple of 8 and at most :data:`~arnas_ray.space._kernels.BN_MAX_CHANNELS`
+channels it runs :func:`~arnas_ray.space._kernels.bn_forward` and, in the backward pass,
+:func:`~arnas_ray.space._kernels.bn_backward` (3-5x PyTorch's kernels at 8-32 channels).
+Everything else, and every backward pass that must itself be differentiable (a double
+backward: grad mode on inside the backward), runs PyTorch's kernels, whose double backward is
+exact. Same mathematics; sums in another order (tests compare the two).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from arnas_ray.space import _kernels
+
+__all__ = ["batch_norm_train"]
+
+
+class _TrainBN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+        out = _kernels.bn_forward(x, weight, bias, eps)
+        y, mean, invstd = out if out is not None else torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, invstd)
+        return y, mean, invstd
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor, *_: Any) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        mask = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        grads = None if torch.is_grad_enabled() else _kernels.bn_backward(gy, x, mean, invstd, weight, mask)
+        if grads is None:  # PyTorch's backward, differentiable (its double backward is exact)
+            grads = torch.ops.aten.native_batch_norm_backward(gy, x, weight, None, None, mean, invstd, True, ctx.eps,
+                                                              list(mask))
+        gx, gw, gb = grads
+        return (gx if mask[0] else None), (gw if mask[1] else None), (gb if mask[2] else None), None
+
+
+def batch_norm_train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)``; see the module docstring."""
+    if _kernels.bn_library(x, weight, bias) is None:
+        return torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        out: tuple[Tensor, Tensor, Tensor] = _TrainBN.apply(x, weight, bias, eps)
+        return out
+    done = _kernels.bn_forward(x, weight, bias, eps)
+    return done if done is not None else torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
