@@ -31,10 +31,10 @@ from __future__ import annotations
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from arnas_ray.space import _kernels
+from arnas_ray.space._aten import conv2d
 from arnas_ray.space._groups import channels_last, rep, reused
 
 __all__ = ["depthwise_conv2d", "dw_conv"]
@@ -51,7 +51,7 @@ def _grad_input(go: Tensor, w: Tensor, shape: torch.Size, stride: int, padding: 
     # "same" correlation of the (spread) gradient with the flipped kernel; crop if the
     # forward's padding was not symmetric in effect
     pad_t = dilation * (w.shape[-1] - 1) - padding
-    out = F.conv2d(go, reused(w, "flip", lambda u: u.flip(-1, -2)), None, 1, pad_t, dilation, C)
+    out = conv2d(go, reused(w, "flip", lambda u: u.flip(-1, -2)), None, 1, pad_t, dilation, C)
     return out[:, :, : shape[2], : shape[3]]
 
 
@@ -59,7 +59,7 @@ def _grad_weight(go: Tensor, x: Tensor, k: int, stride: int, padding: int, dilat
     N, C, H, W = x.shape
     xi = x.transpose(0, 1).reshape(1, C * N, H, W)
     ker = go.transpose(0, 1).reshape(C * N, 1, go.shape[2], go.shape[3])
-    r = F.conv2d(xi, ker, None, dilation, padding, stride, C * N)  # [1, C*N, >=k, >=k]
+    r = conv2d(xi, ker, None, dilation, padding, stride, C * N)  # [1, C*N, >=k, >=k]
     return r[:, :, :k, :k].reshape(C, N, k, k).sum(1, keepdim=True)
 
 
@@ -69,7 +69,7 @@ class _DepthwiseConv(torch.autograd.Function):
         # the input is only needed for the weight gradient (PGD passes ask for none): not kept otherwise
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, w)
         ctx.conf = (stride, padding, dilation, x.shape, x.stride())
-        return F.conv2d(x, w, None, stride, padding, dilation, x.shape[1])
+        return conv2d(x, w, None, stride, padding, dilation, x.shape[1])
 
     @staticmethod
     def backward(ctx: Any, go: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
@@ -107,7 +107,7 @@ def depthwise_conv2d(x: Tensor, w: Tensor, stride: int = 1, padding: int = 0, di
     """``F.conv2d(x, w, None, stride, padding, dilation, groups=C)`` for ``w`` of shape
     ``[C, 1, k, k]``, with the CPU backward of the module docstring."""
     if x.device.type != "cpu" or not (x.requires_grad or w.requires_grad) or not torch.is_grad_enabled():
-        return F.conv2d(x, w, None, stride, padding, dilation, x.shape[1])
+        return conv2d(x, w, None, stride, padding, dilation, x.shape[1])
     out: Tensor = _DepthwiseConv.apply(x, w, stride, padding, dilation)
     return out
 

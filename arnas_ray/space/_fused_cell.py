@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from arnas_ray.space import _groups as _g
+from arnas_ray.space._aten import conv2d
 from arnas_ray.space._dense import dense_grad
 from arnas_ray.space._dwconv import depthwise_conv2d
 from arnas_ray.space._preprocess import preprocess_pair
@@ -62,8 +63,11 @@ EMBED_3X3 = True
 #: of the benchmark's small shape (C=8, 5 cells, batch 16, 32x32), forward and input gradient,
 #: 1 thread: the first cell with the two PGD batches stacked (262,144 elements) took 352 ms
 #: fused against 195 ms per edge, alone (131,072) 193 against 224 ms; the 8x8 cells 42-74 ms
-#: fused against 64-79 ms (``benchmarks/RESULTS.md``). Read at every pass; a benchmark knob.
-CROSS_EDGE_MAX = 1 << 17
+#: fused against 64-79 ms. Once the per-edge path had its batch-norm kernel, the third cell
+#: (16x16, the PGD pair: 131,072) paid per edge too: whole steps, 1 thread, in-process A/B (AMD
+#: EPYC), first order median 4.93 s against 5.66 s fused (8 pairs, each faster), second order
+#: 6.75 s against 7.35 s (5 pairs) (``benchmarks/RESULTS.md``). Read at every pass; a benchmark knob.
+CROSS_EDGE_MAX = 1 << 16
 #: the same for reduction cells, counted at their input resolution: round 0 repeats both inputs
 #: once per (op, target) there (24 times a 32x32 state in the benchmark's second cell). Measured
 #: on that cell (2-core Xeon, as above): with the PGD pair (524,288 elements) 240 ms fused
@@ -335,7 +339,7 @@ class CellFusion:
             key = ("A", r, k, d)
             h = depthwise_conv2d(_repeat(relu, g, S, C, P, T), self.kernels(bank, key, names, 1, E, S, T, g, k),
                                  stride, d * (k // 2), d)
-            h = F.conv2d(h, self.pointwise(bank, key, names, 2, E, S, T, g), None, 1, 0, 1, g * S * P * T)
+            h = conv2d(h, self.pointwise(bank, key, names, 2, E, S, T, g), None, 1, 0, 1, g * S * P * T)
             order = [(s, n, t) for s in range(S) for n in names for t in range(T)]  # (s, o, t)
             slots = [[cast(nn.BatchNorm2d, cast(nn.Sequential, ops[s * T + t][self.col[n]])[3])] for s, n, t in order]
             cells = [(E[s * T + t], None if n in SEP else self.col[n]) for s, n, t in order]
@@ -356,7 +360,7 @@ class CellFusion:
         x = _nchw(F.relu(h))  # (g, s, o, t, c), dense
         k = max(SEP[n] for n in names)  # 5 when embedded; the ops' own size otherwise
         x = depthwise_conv2d(x, self.kernels(bank, ("B", r, k), names, 5, E, S, T, g, k), 1, k // 2, 1)
-        x = F.conv2d(x, self.pointwise(bank, ("B", r, k), names, 6, E, S, T, g), None, 1, 0, 1, g * S * P * T)
+        x = conv2d(x, self.pointwise(bank, ("B", r, k), names, 6, E, S, T, g), None, 1, 0, 1, g * S * P * T)
         order = [(s, n, t) for s in range(S) for n in names for t in range(T)]
         slots = [[cast(nn.BatchNorm2d, cast(nn.Sequential, ops[s * T + t][self.col[n]])[7])] for s, n, t in order]
         w = self.take(wext, ("B", r, k), [(E[s * T + t], self.col[n]) for s, n, t in order], C, g)
@@ -379,7 +383,7 @@ class CellFusion:
                         out += row + zeros if side == 0 else zeros + row
             return out
         w = self._select(bank, self.zero + 1, ("fr", r), g, build).view(-1, 2 * C, 1, 1)
-        h = F.conv2d(z, w, None, 1, 0, 1, g * S)
+        h = conv2d(z, w, None, 1, 0, 1, g * S)
         slots = [[cast(FactorizedReduce, op[k]).bn] for op in ops]
         return _g.bn_slots(h, slots, g, weight=self.take(wext, ("R", r), [(e, k) for e in rnd.edges], C, g))
 

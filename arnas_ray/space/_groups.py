@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from arnas_ray.space._aten import conv2d
 from arnas_ray.space._batchnorm import batch_norm_train
 
 __all__ = ["Token", "apply_updates", "block_params", "blocks", "bn", "bn_groups", "bn_slots", "channels_last", "conv",
@@ -138,7 +139,9 @@ def conv(m: nn.Conv2d, x: Tensor, g: int) -> Tensor:
     if g == 1:
         out: Tensor = m(x)
         return out
-    return F.conv2d(x, rep(m.weight, g), None, m.stride, m.padding, m.dilation, m.groups * g)
+    if isinstance(m.padding, str):  # 'same' / 'valid': F.conv2d resolves it
+        return F.conv2d(x, rep(m.weight, g), None, m.stride, m.padding, m.dilation, m.groups * g)
+    return conv2d(x, rep(m.weight, g), None, m.stride, m.padding, m.dilation, m.groups * g)
 
 
 def bn(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None) -> Tensor:
@@ -182,7 +185,7 @@ def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None
     if not (m.track_running_stats and m.running_mean is not None and m.running_var is not None):
         return batch_norm_train(x, w, b, m.eps)[0], None
     out, mean, invstd = batch_norm_train(x, w, b, m.eps)
-    token = Token(mean.detach(), invstd.detach(), x.numel() // x.shape[1], g, 1)
+    token = Token(mean, invstd, x.numel() // x.shape[1], g, 1)  # statistics are not differentiable
     apply_updates(m, token)
     return out, token
 

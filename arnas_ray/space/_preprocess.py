@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from arnas_ray.space import _groups as _g
+from arnas_ray.space._aten import conv2d
 from arnas_ray.space.ops import FactorizedReduce, ReLUConvBN
 
 __all__ = ["preprocess", "preprocess_pair"]
@@ -21,9 +22,9 @@ def preprocess_pair(cell: nn.Module, s0: Tensor, s1: Tensor, g: int) -> Tensor:
         # [(g, s, c), C_in, 1, 1]
         w = _g.rep_cat([cast(nn.Conv2d, p0[1]).weight, cast(nn.Conv2d, cast(ReLUConvBN, p1)[1]).weight], g)
         if s0 is s1:  # the first cell: both read the stem
-            h = F.conv2d(F.relu(s0), w, None, 1, 0, 1, g)
+            h = conv2d(F.relu(s0), w, None, 1, 0, 1, g)
         else:
-            h = F.conv2d(F.relu(_g.gcat([s0, s1], g)), w, None, 1, 0, 1, 2 * g)
+            h = conv2d(F.relu(_g.gcat([s0, s1], g)), w, None, 1, 0, 1, 2 * g)
         return _g.bn_slots(h, [[cast(nn.BatchNorm2d, p0[2])], [cast(nn.BatchNorm2d, cast(ReLUConvBN, p1)[2])]], g)
     return _g.gcat([preprocess(p0, s0, g), preprocess(p1, s1, g)], g)
 

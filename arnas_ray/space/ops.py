@@ -15,6 +15,7 @@ from torch import nn
 
 from arnas_ray._registry import Registry
 from arnas_ray.space import _groups as _g
+from arnas_ray.space._aten import conv2d
 
 __all__ = [
     "DARTS_PRIMITIVES",
@@ -142,7 +143,7 @@ class FactorizedReduce(nn.Module):
         heap (``tests/space/test_factorized_reduce_crash.py``)."""
         z = even_odd(x, groups) if pixels is None else pixels
         w = _g.rep_cat([self.conv_1.weight, self.conv_2.weight], groups)
-        return F.conv2d(z, w, None, 1, 0, 1, 2 * groups)
+        return conv2d(z, w, None, 1, 0, 1, 2 * groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.bn(self.branches(self.relu(x)))

@@ -210,9 +210,11 @@ def test_cells_choose_the_path_by_state_size(monkeypatch):
     above; both give the same pass."""
     fusion = _fused_cell.CellFusion(PRIMITIVES, 4, 8, reduction=False)
     reduce = _fused_cell.CellFusion(PRIMITIVES, 4, 8, reduction=True)
-    assert (_fused_cell.CROSS_EDGE_MAX, _fused_cell.REDUCTION_MAX) == (1 << 17, 1 << 18)
+    assert (_fused_cell.CROSS_EDGE_MAX, _fused_cell.REDUCTION_MAX) == (1 << 16, 1 << 18)
     x = torch.empty(16, 24, 32, 32)  # 16 * 32 * 32 * 8 = 131,072 elements per state
-    assert fusion.pays(x, 1) and not fusion.pays(x, 2)  # the search's first cell: PGD pairs go per edge
+    assert not fusion.pays(x, 1)  # the search's first cell goes per edge
+    x16 = torch.empty(16, 24, 16, 16)  # 32,768 per state: fused alone and as the PGD pair, not three
+    assert fusion.pays(x16, 2) and not fusion.pays(x16, 3)
     # the second (reduction) cell reads 32x32 inputs: alone fused, the PGD pairs per edge
     assert reduce.pays(x, 2) and not reduce.pays(x, 3)
     assert reduce.pays(torch.empty(16, 24, 33, 33), 1) and not reduce.pays(torch.empty(16, 24, 33, 33), 2)
