@@ -56,6 +56,7 @@ def _run_groups(model_groups: GroupModel, xs: Sequence[Tensor], ys: Sequence[Ten
             losses = [F.cross_entropy(lo, y) for lo, y in zip(logits, ys)]
             loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
             grads = torch.autograd.grad(loss, x_advs)  # input gradients only: no param .grad
+            del logits, losses, loss  # the graph goes now, not during the next step's forward
             # x_{t+1} = clip_{x,eps}(x_t + alpha * sign(grad)); the sign step is exact.
             x_advs = [project(torch.add(xa.detach(), g.sign(), alpha=spec.alpha), x, spec.eps,
                               spec.clip) for xa, g, x in zip(x_advs, grads, xs)]

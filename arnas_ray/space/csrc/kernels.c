@@ -244,37 +244,41 @@ static void bn_rows(void *arg, int64_t r0, int64_t r1) { /* out = x * a + c (+ d
                 _mm256_storeu_ps(out + i + j, _mm256_fmadd_ps(_mm256_loadu_ps(x + i + j), _mm256_loadu_ps(a + j), _mm256_loadu_ps(c + j)));
 }
 
-/* the job's sums over all rows into s and s2 ([C] each, double); 0, or -1 without memory */
-static int bn_reduce(bn_job_t *t, double *s, double *s2) {
-    t->acc = (double *)calloc((size_t)(t->threads * 2 * t->C), sizeof(double));
-    if (!t->acc) return -1;
+/* the job's sums over all rows into s and s2 ([C] each, double), through t->acc (zeroed here) */
+static void bn_reduce(bn_job_t *t, double *s, double *s2) {
+    memset(t->acc, 0, sizeof(double) * (size_t)(t->threads * 2 * t->C));
     parallel(bn_sums, t, t->threads, t->threads);
     for (int64_t c = 0; c < t->C; ++c) {
         s[c] = s2[c] = 0.0;
         for (int64_t k = 0; k < t->threads; ++k) { s[c] += t->acc[k * 2 * t->C + c]; s2[c] += t->acc[k * 2 * t->C + t->C + c]; }
     }
-    free(t->acc);
-    t->acc = NULL;
-    return 0;
+}
+
+/* scratch buffers live on the stack (a few KB): no heap blocks between the tensors' ones */
+#define BN_MAX_C 1024
+#define BN_MAX_THREADS 16
+static int64_t bn_threads(int64_t threads, int64_t M) {
+    if (threads > M / BN_BLOCK) threads = M / BN_BLOCK;
+    if (threads > BN_MAX_THREADS) threads = BN_MAX_THREADS;
+    return threads > 1 ? threads : 1;
 }
 
 /* y = (x - mean) * invstd * w + b (w, b may be NULL: 1 and 0); writes mean and invstd [C].
- * Returns 0, or -1 (C % 8 != 0, no memory: nothing written). */
+ * Returns 0, or -1 (C % 8 != 0 or C > BN_MAX_C: nothing written). */
 int bn_forward(const float *x, float *y, const float *w, const float *b, float *mean, float *invstd, int64_t M,
                int64_t C, double eps, int64_t threads) {
-    if (C % 8 || M < 1) return -1;
-    double *s = (double *)malloc(sizeof(double) * 2 * C);
-    float *ac = (float *)malloc(sizeof(float) * 2 * C);
-    if (!s || !ac) { free(s); free(ac); return -1; }
-    if (threads > M / BN_BLOCK) threads = M / BN_BLOCK > 1 ? M / BN_BLOCK : 1;
-    bn_job_t t = {x, NULL, NULL, NULL, NULL, NULL, y, NULL, M, C, threads, BN_SUM};
-    int rc = bn_reduce(&t, s, s + C);
+    if (C % 8 || C > BN_MAX_C || M < 1) return -1;
+    threads = bn_threads(threads, M);
+    double s[2 * C], acc[threads * 2 * C];
+    float ac[2 * C];
+    bn_job_t t = {x, NULL, NULL, NULL, NULL, NULL, y, acc, M, C, threads, BN_SUM};
+    bn_reduce(&t, s, s + C);
     float *m = ac; /* the mean, then the scale a; ac + C: the shift c */
-    for (int64_t c = 0; c < C && !rc; ++c) m[c] = (float)(s[c] / (double)M);
+    for (int64_t c = 0; c < C; ++c) m[c] = (float)(s[c] / (double)M);
     t.mean = m;
     t.mode = BN_SQ;
-    if (!rc) rc = bn_reduce(&t, s, s + C);
-    if (!rc) {
+    bn_reduce(&t, s, s + C);
+    {
         for (int64_t c = 0; c < C; ++c) {
             const double is = 1.0 / sqrt(s[c] / (double)M + eps);
             mean[c] = m[c];
@@ -286,23 +290,20 @@ int bn_forward(const float *x, float *y, const float *w, const float *b, float *
         t.c = ac + C;
         parallel(bn_rows, &t, M, threads);
     }
-    free(s);
-    free(ac);
-    return rc;
+    return 0;
 }
 
 /* Gradients of bn_forward for the output gradient dy [M, C]: dx (if not NULL), gw = sum dy * xhat
- * and gb = sum dy (each if not NULL). Returns 0, or -1 (C % 8 != 0, no memory). */
+ * and gb = sum dy (each if not NULL). Returns 0, or -1 (C % 8 != 0 or C > BN_MAX_C). */
 int bn_backward(const float *dy, const float *x, const float *mean, const float *invstd, const float *w, float *dx,
                 float *gw, float *gb, int64_t M, int64_t C, int64_t threads) {
-    if (C % 8 || M < 1) return -1;
-    double *s = (double *)malloc(sizeof(double) * 2 * C);
-    float *k = (float *)malloc(sizeof(float) * 3 * C);
-    if (!s || !k) { free(s); free(k); return -1; }
-    if (threads > M / BN_BLOCK) threads = M / BN_BLOCK > 1 ? M / BN_BLOCK : 1;
-    bn_job_t t = {x, dy, mean, NULL, NULL, NULL, dx, NULL, M, C, threads, BN_GRAD};
-    int rc = bn_reduce(&t, s, s + C); /* s: sum dy; s + C: sum dy * (x - mean) */
-    if (!rc) {
+    if (C % 8 || C > BN_MAX_C || M < 1) return -1;
+    threads = bn_threads(threads, M);
+    double s[2 * C], acc[threads * 2 * C];
+    float k[3 * C];
+    bn_job_t t = {x, dy, mean, NULL, NULL, NULL, dx, acc, M, C, threads, BN_GRAD};
+    bn_reduce(&t, s, s + C); /* s: sum dy; s + C: sum dy * (x - mean) */
+    {
         for (int64_t c = 0; c < C; ++c) {
             const double is = invstd[c], wc = w ? w[c] : 1.0, sd = s[c], sx = s[C + c];
             if (gw) gw[c] = (float)(sx * is);
@@ -319,7 +320,5 @@ int bn_backward(const float *dy, const float *x, const float *mean, const float 
             parallel(bn_rows, &t, M, threads);
         }
     }
-    free(s);
-    free(k);
-    return rc;
+    return 0;
 }
