@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnas_ray.space import _groups as _g
+from arnas_ray.space import _mixed
 from arnas_ray.space._fused_cell import CellFusion
 from arnas_ray.space._mixed import FUSABLE, FusedMixedOp
 from arnas_ray.space._preprocess import preprocess
@@ -62,7 +63,7 @@ class SearchCell(nn.Module):
             for j, h in enumerate(states):
                 op = self._ops[offset + j]
                 t = op(h, rows[offset + j], caches[j], g) if self.fused else op(h, rows[offset + j])
-                s = t if s is None else s + t
+                s = t if s is None else (s.add_(t) if self.fused and _mixed.INPLACE else s + t)  # fused ops' outputs are fresh
             offset += len(states)
             states.append(cast(torch.Tensor, s))  # states is never empty: not None
             caches.append({})
