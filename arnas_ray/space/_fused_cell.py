@@ -63,10 +63,9 @@ EMBED_3X3 = True
 #: of the benchmark's small shape (C=8, 5 cells, batch 16, 32x32), forward and input gradient,
 #: 1 thread: the first cell with the two PGD batches stacked (262,144 elements) took 352 ms
 #: fused against 195 ms per edge, alone (131,072) 193 against 224 ms; the 8x8 cells 42-74 ms
-#: fused against 64-79 ms. Once the per-edge path had its batch-norm kernel, the third cell
-#: (16x16, the PGD pair: 131,072) paid per edge too: whole steps, 1 thread, in-process A/B (AMD
-#: EPYC), first order median 4.93 s against 5.66 s fused (8 pairs, each faster), second order
-#: 6.75 s against 7.35 s (5 pairs) (``benchmarks/RESULTS.md``). Read at every pass; a benchmark knob.
+#: fused against 64-79 ms. With the batch-norm kernel the third cell (16x16, PGD pair: 131,072)
+#: pays per edge too: whole first-order steps 4.93 s against 5.66 s fused, second order 6.75
+#: against 7.35 s (``benchmarks/RESULTS.md``). Read at every pass; a benchmark knob.
 CROSS_EDGE_MAX = 1 << 16
 #: the same for reduction cells, counted at their input resolution: round 0 repeats both inputs
 #: once per (op, target) there (24 times a 32x32 state in the benchmark's second cell). Measured
