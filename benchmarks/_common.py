@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -45,6 +46,20 @@ def machine_tag() -> str:
     info = machine()
     name = info.get("gpu") or info["cpu"]
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()[:60] or "machine"
+
+
+def kernel_args(description: str, repeats: int, argv: list[str] | None) -> argparse.Namespace:
+    """The kernel benchmarks' options (``--threads``, ``--repeats``, ``--quick``), parsed; sets
+    PyTorch's thread count."""
+    import torch
+
+    a = argparse.ArgumentParser(description=description)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--repeats", type=int, default=repeats)
+    a.add_argument("--quick", action="store_true", help="two tiny shapes (smoke run)")
+    args = a.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def best_ms(fn: Callable[..., object], args: tuple[object, ...], repeats: int) -> float:

@@ -16,7 +16,6 @@ Prints one JSON line per shape: ``pytorch_fwd_ms``, ``pytorch_bwd_ms``, ``kernel
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arnas_ray.space import _kernels  # noqa: E402
-from benchmarks._common import best_ms, emit  # noqa: E402
+from benchmarks._common import best_ms, emit, kernel_args  # noqa: E402
 
 # (N, C, size): per-edge cells at 32x32 (one batch, the PGD pair), the 16x16 and 8x8 cells
 SHAPES = [(16, 8, 32), (16, 16, 32), (16, 32, 16), (16, 32, 32), (16, 128, 16), (16, 256, 8)]
@@ -50,12 +49,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    a.add_argument("--threads", type=int, default=1)
-    a.add_argument("--repeats", type=int, default=20)
-    a.add_argument("--quick", action="store_true", help="two tiny shapes (smoke run)")
-    args = a.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = kernel_args(__doc__.splitlines()[0], 20, argv)
     have = _kernels.available()
     g = torch.Generator().manual_seed(0)
     for N, C, size in QUICK if args.quick else SHAPES:

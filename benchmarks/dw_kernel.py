@@ -18,7 +18,6 @@ cannot be built here (then only the PyTorch path is timed).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arnas_ray.space import _dwconv, _kernels  # noqa: E402
-from benchmarks._common import best_ms, emit  # noqa: E402
+from benchmarks._common import best_ms, emit, kernel_args  # noqa: E402
 
 # (N, C, size, kernel, stride, dilation): the fused cells' 5x5 depthwise convs at the small shape
 SHAPES = [(16, 16, 32, 5, 1, 1), (16, 192, 32, 5, 1, 1), (16, 384, 32, 5, 2, 1), (16, 768, 16, 5, 1, 1),
@@ -45,12 +44,7 @@ def _pytorch(go: torch.Tensor, x: torch.Tensor, w: torch.Tensor, s: int, p: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    a.add_argument("--threads", type=int, default=1)
-    a.add_argument("--repeats", type=int, default=5)
-    a.add_argument("--quick", action="store_true", help="two tiny shapes (smoke run)")
-    args = a.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = kernel_args(__doc__.splitlines()[0], 5, argv)
     have = _kernels.available()
     g = torch.Generator().manual_seed(0)
     for N, C, size, k, s, d in QUICK if args.quick else SHAPES:
