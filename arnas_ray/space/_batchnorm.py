@@ -5,7 +5,7 @@ eps)``: the output, the batch mean and the batch inverse standard deviation (run
 statistics are the caller's, :mod:`arnas_ray.space._groups`). For float32 channels_last CPU
 tensors of a multiple of 8 and at most :data:`~arnas_ray.space._kernels.BN_MAX_CHANNELS`
 channels it runs :func:`~arnas_ray.space._kernels.bn_forward` and, in the backward pass,
-:func:`~arnas_ray.space._kernels.bn_backward` (3-5x PyTorch's kernels at 8-32 channels).
+:func:`~arnas_ray.space._kernels.bn_backward` (2.5-4x PyTorch's kernels at 8-16 channels).
 Everything else, and every backward pass that must itself be differentiable (a double
 backward: grad mode on inside the backward), runs PyTorch's kernels, whose double backward is
 exact. Same mathematics; sums in another order (tests compare the two).

@@ -6,8 +6,9 @@ rate: for 5x5 kernels at the supernet's fused widths (float32, channels_last, 1 
 was 3-4x slower than this kernel, for dilated ones (against the grouped-convolution path of
 :mod:`arnas_ray.space._dwconv`) 2-5x (``benchmarks/RESULTS.md``); the search step's weight
 passes spend much of their time there. PyTorch's channels_last batch norm is slow for few
-channels: at 8-32 channels (batch 16, 32x32, 1 thread) its forward and backward took 3-5x the
-time of :func:`bn_forward` and :func:`bn_backward` (``benchmarks/RESULTS.md``). The C source (:file:`csrc/kernels.c`: AVX2 + FMA,
+channels: at 8-16 channels (batch 16, 32x32, 1 thread) its forward and backward took 2.5-4x
+the time of :func:`bn_forward` and :func:`bn_backward`, at 32-256 channels 1.3-2.5x
+(``benchmarks/bn_kernel.py``, ``benchmarks/RESULTS.md``). The C source (:file:`csrc/kernels.c`: AVX2 + FMA,
 threads over channel blocks) is compiled once per machine with the system C compiler into a
 cache folder and loaded with :mod:`ctypes`. It is built with OpenMP where the compiler can, so
 that its threads are those of the OpenMP runtime PyTorch has already loaded (``libgomp.so.1``
