@@ -25,8 +25,9 @@ __all__ = ["batch_norm_train"]
 
 class _TrainBN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-        out = _kernels.bn_forward(x, weight, bias, eps)
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
+                lib: Any) -> tuple[Tensor, Tensor, Tensor]:
+        out = _kernels.bn_forward(x, weight, bias, eps, lib)
         y, mean, invstd = out if out is not None else torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
@@ -34,7 +35,7 @@ class _TrainBN(torch.autograd.Function):
         return y, mean, invstd
 
     @staticmethod
-    def backward(ctx: Any, gy: Tensor, *_: Any) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+    def backward(ctx: Any, gy: Tensor, *_: Any) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         x, weight, mean, invstd = ctx.saved_tensors
         mask = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         grads = None if torch.is_grad_enabled() else _kernels.bn_backward(gy, x, mean, invstd, weight, mask)
@@ -42,15 +43,16 @@ class _TrainBN(torch.autograd.Function):
             grads = torch.ops.aten.native_batch_norm_backward(gy, x, weight, None, None, mean, invstd, True, ctx.eps,
                                                               list(mask))
         gx, gw, gb = grads
-        return (gx if mask[0] else None), (gw if mask[1] else None), (gb if mask[2] else None), None
+        return (gx if mask[0] else None), (gw if mask[1] else None), (gb if mask[2] else None), None, None
 
 
 def batch_norm_train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """``torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)``; see the module docstring."""
-    if _kernels.bn_library(x, weight, bias) is None:
+    lib = _kernels.bn_library(x, weight, bias)
+    if lib is None:
         return torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
-        out: tuple[Tensor, Tensor, Tensor] = _TrainBN.apply(x, weight, bias, eps)
+        out: tuple[Tensor, Tensor, Tensor] = _TrainBN.apply(x, weight, bias, eps, lib)
         return out
-    done = _kernels.bn_forward(x, weight, bias, eps)
+    done = _kernels.bn_forward(x, weight, bias, eps, lib)
     return done if done is not None else torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)

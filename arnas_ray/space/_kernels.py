@@ -172,12 +172,13 @@ def bn_library(x: Tensor, *params: Tensor | None) -> ctypes.CDLL | None:
     return library()
 
 
-def bn_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+def bn_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, lib: ctypes.CDLL | None = None
                ) -> tuple[Tensor, Tensor, Tensor] | None:
     """``torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)`` (output, batch
     mean, batch inverse standard deviation) by the compiled kernel, or None where it does not
-    apply (:func:`bn_library`); not differentiable."""
-    lib = bn_library(x, weight, bias)
+    apply (:func:`bn_library`; a caller that has just asked passes its answer as ``lib``); not
+    differentiable."""
+    lib = lib or bn_library(x, weight, bias)
     if lib is None:
         return None
     C = x.shape[1]
