@@ -100,7 +100,6 @@ class FusedMixedOp(MixedOp):
         for k, (name, op) in enumerate(zip(self.primitives, self._ops)):
             if name == "none":
                 continue
-            w = ws.get(k)
             if isinstance(op, SepConv):
                 if relu_x is None:
                     relu_x = F.relu(x)
@@ -114,9 +113,9 @@ class FusedMixedOp(MixedOp):
                 h = _g.conv(cast(nn.Conv2d, op[2]), dw_conv(cast(nn.Conv2d, op[1]), relu_x, g), g)
                 t = _g.bn(cast(nn.BatchNorm2d, op[3]), h, g, weight=rows[k])
             elif isinstance(op, nn.Sequential):  # pool -> BN(affine=False)
-                t = _pool_bn(name, op, x, cast(torch.Tensor, w), cache, g)
+                t = _pool_bn(name, op, x, ws[k], cache, g)
             elif isinstance(op, Identity):
-                t = cast(torch.Tensor, w) * x
+                t = ws[k] * x
             elif isinstance(op, FactorizedReduce):
                 if relu_x is None:
                     relu_x = F.relu(x)
@@ -125,7 +124,7 @@ class FusedMixedOp(MixedOp):
                     pixels = cache["pixels"] = even_odd(relu_x, g)
                 t = _g.bn(op.bn, op.branches(relu_x, g, cast(torch.Tensor, pixels)), g, weight=rows[k])
             else:  # pragma: no cover - FUSABLE guards this
-                t = cast(torch.Tensor, w) * op(x)
+                t = ws[k] * op(x)
             # in place: every op's output is a fresh tensor that no backward formula saves
             total = t if total is None else (total.add_(t) if INPLACE else total + t)
         if relu_x is not None:
@@ -141,12 +140,11 @@ class FusedMixedOp(MixedOp):
         for per-block op weights ``[g, K]`` (:func:`~arnas_ray.space._groups.block_params`), a
         ``[1, channels, 1, 1]`` per-block vector. Only the columns used are gathered, so the
         backward materialises no zero gradients for ``none`` and the unused entries."""
-        key = (weights.device, *self.primitives)
         cols = getattr(self, "_cols", None)  # built on first use, per device (not state)
-        if cols is None or cols[0] != key:
+        if cols is None or cols[0] != weights.device:
             scaled = [k for k, op in enumerate(self._ops) if isinstance(op, (SepConv, DilConv, FactorizedReduce))]
             plain = [k for k, name in enumerate(self.primitives) if name != "none" and k not in scaled]
-            cols = self._cols = (key, scaled, plain, torch.tensor(scaled, device=weights.device),
+            cols = self._cols = (weights.device, scaled, plain, torch.tensor(scaled, device=weights.device),
                                              torch.tensor(plain, device=weights.device))
         _, scaled, plain, i_scaled, i_plain = cols
         rows: dict[int, torch.Tensor] = {}
