@@ -46,6 +46,8 @@ def main() -> int:
         ("dw_kernel", ["benchmarks/dw_kernel.py"] + (["--quick", "--repeats", "1"] if q else [])),
         # the compiled training-mode batch norm against PyTorch's (1 thread)
         ("bn_kernel", ["benchmarks/bn_kernel.py"] + (["--quick", "--repeats", "1"] if q else [])),
+        # the compiled grouped 1x1 convolutions against PyTorch's (1 thread)
+        ("pw_kernel", ["benchmarks/pw_kernel.py"] + (["--quick", "--repeats", "1"] if q else [])),
         ("search_step_large", ["benchmarks/search_step.py", "--shape", "large", "--steps", "1", "--rounds", "1",
                                "--ref-steps", "1"]),
         ("attacks", ["benchmarks/attacks.py", "--autoattack", "--aa-batch-size", "8"]

@@ -64,6 +64,17 @@ def test_bn_kernel_benchmark_smoke(tmp_path):
             assert line["kernel_fwd_ms"] > 0 and line["kernel_bwd_ms"] > 0 and line["max_rel_diff"] < 1e-4
 
 
+def test_pw_kernel_benchmark_smoke(tmp_path):
+    from arnas_ray.space import _kernels
+
+    lines = _run(["benchmarks/pw_kernel.py", "--quick", "--repeats", "1"], tmp_path)
+    assert [(line["C_in"], line["C_out"], line["groups"]) for line in lines] == [(16, 16, 2), (24, 16, 1)]
+    for line in lines:
+        assert line["bench"] == "pw_kernel" and line["pytorch_grad_w_ms"] > 0 and line["kernel"] == _kernels.available()
+        if line["kernel"]:  # the two compute the same output and gradients
+            assert line["kernel_grad_in_ms"] > 0 and line["max_rel_diff"] < 1e-5
+
+
 def test_op_count_benchmark_smoke(tmp_path):
     args = ["benchmarks/op_count.py", "--shape", "quickstart", "--batch", "16", "--channels", "4", "--cells", "3",
             "--pgd-steps", "1", "--steps", "1"]

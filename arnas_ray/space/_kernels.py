@@ -1,5 +1,6 @@
-"""Optional compiled CPU kernels: the weight gradient of a depthwise convolution, and
-training-mode batch norm of narrow channels_last tensors (:mod:`arnas_ray.space._batchnorm`).
+"""Optional compiled CPU kernels: the weight gradient of a depthwise convolution,
+training-mode batch norm of narrow channels_last tensors (:mod:`arnas_ray.space._batchnorm`)
+and grouped 1x1 convolutions (:mod:`arnas_ray.space._pointwise`).
 
 oneDNN's CPU weight gradient of a depthwise convolution runs at a fraction of its forward's
 rate: for 5x5 kernels at the supernet's fused widths (float32, channels_last, 1 thread) it
@@ -41,7 +42,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["BN_MAX_CHANNELS", "ENV", "available", "bn_backward", "bn_forward", "bn_library", "grad_weight", "library"]
+__all__ = ["BN_MAX_CHANNELS", "ENV", "available", "bn_backward", "bn_forward", "bn_library", "grad_weight", "library",
+           "pw_forward", "pw_grad_input", "pw_grad_weight", "pw_library"]
 
 ENV = "ARNAS_RAY_NATIVE"  # "0": never use the compiled kernel
 SOURCE = Path(__file__).with_name("csrc") / "kernels.c"
@@ -117,6 +119,9 @@ def _load(path: Path) -> ctypes.CDLL | None:
     lib.bn_forward.restype = ctypes.c_int
     lib.bn_backward.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 3
     lib.bn_backward.restype = ctypes.c_int
+    for fn in (lib.pw_forward, lib.pw_grad_input, lib.pw_grad_weight):
+        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 5
+        fn.restype = ctypes.c_int
     return lib
 
 
@@ -207,3 +212,62 @@ def bn_backward(gy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Ten
                        _ptr(gw), _ptr(gb), M, C, _threads(M * C * 32)) != 0:
         return None
     return gx, gw, gb
+
+
+def pw_library(x: Tensor, w: Tensor, groups: int) -> ctypes.CDLL | None:
+    """The library where the grouped 1x1 convolution kernels apply to ``x`` and the weight ``w``
+    (``[G*Co, Ci, 1, 1]``, ``groups`` = G): CPU float32, ``x`` channels_last, ``w`` contiguous,
+    ``Co`` a multiple of 8 (the input gradient also needs ``Ci`` a multiple of 8)."""
+    if x.device.type != "cpu" or w.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32:
+        return None
+    if x.dim() != 4 or w.dim() != 4 or x.numel() == 0 or (w.shape[0] // groups) % 8 or w.shape[0] % groups:
+        return None
+    if x.shape[1] != w.shape[1] * groups or not x.is_contiguous(memory_format=torch.channels_last) \
+            or not w.is_contiguous():
+        return None
+    if os.environ.get(ENV, "1") == "0":
+        return None
+    return library()
+
+
+def _pw_sizes(x: Tensor, w: Tensor, groups: int) -> tuple[int, int, int, int]:
+    N, _, H, W = x.shape
+    return N * H * W, groups, w.shape[1], w.shape[0] // groups
+
+
+def pw_forward(x: Tensor, w: Tensor, groups: int, lib: ctypes.CDLL) -> Tensor | None:
+    """``torch.convolution`` of ``x`` with the 1x1 weight ``w`` (stride 1, no padding, ``groups``)
+    by the compiled kernel (``lib`` from :func:`pw_library`), channels_last, or None; not
+    differentiable."""
+    M, G, Ci, Co = _pw_sizes(x, w, groups)
+    y = torch.empty(x.shape[0], G * Co, x.shape[2], x.shape[3], memory_format=torch.channels_last)
+    if lib.pw_forward(x.data_ptr(), w.data_ptr(), y.data_ptr(), M, G, Ci, Co, _threads(M * G * Ci * Co)) != 0:
+        return None
+    return y
+
+
+def pw_grad_input(gy: Tensor, w: Tensor, shape: torch.Size, groups: int, lib: ctypes.CDLL) -> Tensor | None:
+    """The input gradient (of ``shape``) of :func:`pw_forward` for the output gradient ``gy``,
+    or None where the kernel does not apply; not differentiable."""
+    if gy.dtype != torch.float32 or gy.device.type != "cpu" or shape[1] % 8:
+        return None
+    gy = gy.contiguous(memory_format=torch.channels_last)
+    G, Ci, Co = groups, w.shape[1], w.shape[0] // groups
+    M = gy.numel() // (G * Co)
+    gx = torch.empty(shape, memory_format=torch.channels_last)
+    if lib.pw_grad_input(gy.data_ptr(), w.data_ptr(), gx.data_ptr(), M, G, Ci, Co, _threads(M * G * Ci * Co)) != 0:
+        return None
+    return gx
+
+
+def pw_grad_weight(gy: Tensor, x: Tensor, w: Tensor, groups: int, lib: ctypes.CDLL) -> Tensor | None:
+    """The weight gradient (``w``'s shape) of :func:`pw_forward` for the output gradient ``gy``,
+    or None where the kernel does not apply; not differentiable."""
+    if gy.dtype != torch.float32 or gy.device.type != "cpu":
+        return None
+    gy = gy.contiguous(memory_format=torch.channels_last)
+    M, G, Ci, Co = _pw_sizes(x, w, groups)
+    gw = torch.empty(w.shape)
+    if lib.pw_grad_weight(gy.data_ptr(), x.data_ptr(), gw.data_ptr(), M, G, Ci, Co, _threads(M * G * Ci * Co)) != 0:
+        return None
+    return gw

@@ -322,3 +322,154 @@ int bn_backward(const float *dy, const float *x, const float *mean, const float 
     }
     return 0;
 }
+
+
+/* ---- grouped 1x1 convolution of channels_last rows (stride 1, no padding, no bias) ----
+ * x [M, G*Ci], y [M, G*Co]: y[r, g*Co + o] = sum_i w[g, o, i] * x[r, g*Ci + i]. pw_forward takes
+ * PyTorch's weight [G*Co, Ci] and transposes it to [G][Ci][Co]; pw_grad_input is the same product
+ * with the roles of Ci and Co swapped and the weight used as it is. Blocks of 4 rows by 16
+ * outputs or 8 rows by 8 outputs (8 accumulators) per step of the reduction; threads split the rows. At the supernet's
+ * widths (8-64 channels per group) PyTorch's (oneDNN's) grouped 1x1 convolutions run at a few
+ * GB/s: per call they cost 2-4x these loops. */
+#define PW_ROWS 8
+typedef struct {
+    const float *x, *wt, *gy;
+    float *y;
+    float *acc;
+    int64_t M, G, Ci, Co;
+} pw_job_t;
+
+static inline __attribute__((always_inline)) void pw_tile(const float *x, const float *wt, float *y, int64_t ldx,
+                                                          int64_t ldy, int64_t Ci, int64_t Co, const int R,
+                                                          const int NV) {
+    __m256 a[PW_ROWS][2]; /* R * NV <= 8 */
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NV; ++v) a[r][v] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < Ci; ++i) {
+        __m256 w[2];
+        for (int v = 0; v < NV; ++v) w[v] = _mm256_loadu_ps(wt + i * Co + 8 * v);
+        for (int r = 0; r < R; ++r) {
+            const __m256 b = _mm256_broadcast_ss(x + r * ldx + i);
+            for (int v = 0; v < NV; ++v) a[r][v] = _mm256_fmadd_ps(b, w[v], a[r][v]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NV; ++v) _mm256_storeu_ps(y + r * ldy + 8 * v, a[r][v]);
+}
+
+static void pw_rows(void *arg, int64_t b0, int64_t b1) { /* row blocks b0 .. b1 - 1 */
+    const pw_job_t *t = (const pw_job_t *)arg;
+    const int64_t Ci = t->Ci, Co = t->Co, ldx = t->G * Ci, ldy = t->G * Co;
+    for (int64_t b = b0; b < b1; ++b) {
+        const int64_t r0 = b * PW_ROWS, R = t->M - r0 < PW_ROWS ? t->M - r0 : PW_ROWS;
+        for (int64_t g = 0; g < t->G; ++g)
+            for (int64_t o = 0; o < Co; o += 16) {
+                const float *x = t->x + r0 * ldx + g * Ci, *wt = t->wt + g * Ci * Co + o;
+                float *y = t->y + r0 * ldy + g * Co + o;
+                const int two = Co - o >= 16;
+                if (R == PW_ROWS) { /* 8 accumulators: 4 rows x 16 outputs or 8 rows x 8 */
+                    if (two) {
+                        pw_tile(x, wt, y, ldx, ldy, Ci, Co, PW_ROWS / 2, 2);
+                        pw_tile(x + PW_ROWS / 2 * ldx, wt, y + PW_ROWS / 2 * ldy, ldx, ldy, Ci, Co, PW_ROWS / 2, 2);
+                    } else
+                        pw_tile(x, wt, y, ldx, ldy, Ci, Co, PW_ROWS, 1);
+                } else
+                    for (int64_t r = 0; r < R; ++r) {
+                        if (two) pw_tile(x + r * ldx, wt, y + r * ldy, ldx, ldy, Ci, Co, 1, 2);
+                        else pw_tile(x + r * ldx, wt, y + r * ldy, ldx, ldy, Ci, Co, 1, 1);
+                    }
+            }
+    }
+}
+
+/* y = the product with wt [G][Ci][Co] (Co % 8 == 0) */
+static void pw_apply(const float *x, const float *wt, float *y, int64_t M, int64_t G, int64_t Ci, int64_t Co,
+                     int64_t threads) {
+    pw_job_t t = {x, wt, NULL, y, NULL, M, G, Ci, Co};
+    parallel(pw_rows, &t, (M + PW_ROWS - 1) / PW_ROWS, threads);
+}
+
+/* forward: w is PyTorch's [G*Co, Ci]. Returns 0, or -1 (Co % 8 != 0, or no memory) */
+int pw_forward(const float *x, const float *w, float *y, int64_t M, int64_t G, int64_t Ci, int64_t Co,
+               int64_t threads) {
+    if (Co % 8 || M < 1) return -1;
+    float *wt = malloc(sizeof(float) * (size_t)(G * Ci * Co));
+    if (!wt) return -1;
+    for (int64_t g = 0; g < G; ++g)
+        for (int64_t o = 0; o < Co; ++o)
+            for (int64_t i = 0; i < Ci; ++i) wt[(g * Ci + i) * Co + o] = w[(g * Co + o) * Ci + i];
+    pw_apply(x, wt, y, M, G, Ci, Co, threads);
+    free(wt);
+    return 0;
+}
+
+/* input gradient gx [M, G*Ci] of pw_forward for gy [M, G*Co]. Returns 0, or -1 (Ci % 8 != 0) */
+int pw_grad_input(const float *gy, const float *w, float *gx, int64_t M, int64_t G, int64_t Ci, int64_t Co,
+                  int64_t threads) {
+    if (Ci % 8 || M < 1) return -1;
+    pw_apply(gy, w, gx, M, G, Co, Ci, threads);
+    return 0;
+}
+
+/* weight gradient: gw[g, o, i] = sum over r of gy[r, g*Co + o] * x[r, g*Ci + i]. Tasks are
+ * tiles of 8 accumulators: (group, 16 outputs, 4 inputs) where Co % 16 == 0, else (group, 8
+ * outputs, 8 inputs). Each thread takes whole tiles (no reduction between threads) and walks the
+ * rows in spans of PW_SPAN (their slices stay in cache while every tile of the thread reads
+ * them), summing in registers over a span and into a float buffer after it. */
+#define PW_SPAN 64
+static inline __attribute__((always_inline)) void pw_wspan(const float *gr, const float *xr, float *ak, int64_t rows,
+                                                           int64_t ldy, int64_t ldx, int64_t n, const int NV) {
+    const int IN = 8 / NV;
+    __m256 a[8];
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_load_ps(ak + 8 * j);
+    for (int64_t r = 0; r < rows; ++r, gr += ldy, xr += ldx) {
+        __m256 gv[2];
+        for (int v = 0; v < NV; ++v) gv[v] = _mm256_loadu_ps(gr + 8 * v);
+        for (int j = 0; j < IN; ++j) {
+            if (j >= n) break;
+            const __m256 b = _mm256_broadcast_ss(xr + j);
+            for (int v = 0; v < NV; ++v) a[j * NV + v] = _mm256_fmadd_ps(b, gv[v], a[j * NV + v]);
+        }
+    }
+    for (int j = 0; j < 8; ++j) _mm256_store_ps(ak + 8 * j, a[j]);
+}
+
+static void pw_wtiles(void *arg, int64_t k0, int64_t k1) {
+    const pw_job_t *t = (const pw_job_t *)arg;
+    const int64_t Ci = t->Ci, Co = t->Co, ldx = t->G * Ci, ldy = t->G * Co;
+    const int NV = Co % 16 ? 1 : 2, IN = 8 / NV;
+    const int64_t ni = (Ci + IN - 1) / IN, no = Co / (8 * NV);
+    float *acc = t->acc + k0 * 64; /* [tile][8 accumulators (input, output vector)][8] */
+    for (int64_t r0 = 0; r0 < t->M; r0 += PW_SPAN) {
+        const int64_t rows = t->M - r0 < PW_SPAN ? t->M - r0 : PW_SPAN;
+        for (int64_t k = k0; k < k1; ++k) {
+            const int64_t g = k / (no * ni), o = (k / ni) % no * 8 * NV, i0 = k % ni * IN;
+            const int64_t n = Ci - i0 < IN ? Ci - i0 : IN;
+            const float *gr = t->gy + r0 * ldy + g * Co + o, *xr = t->x + r0 * ldx + g * Ci + i0;
+            if (NV == 2) pw_wspan(gr, xr, acc + (k - k0) * 64, rows, ldy, ldx, n, 2);
+            else pw_wspan(gr, xr, acc + (k - k0) * 64, rows, ldy, ldx, n, 1);
+        }
+    }
+    for (int64_t k = k0; k < k1; ++k) {
+        const int64_t g = k / (no * ni), o = (k / ni) % no * 8 * NV, i0 = k % ni * IN;
+        const int64_t n = Ci - i0 < IN ? Ci - i0 : IN;
+        for (int64_t j = 0; j < n; ++j)
+            for (int v = 0; v < NV; ++v)
+                for (int c = 0; c < 8; ++c)
+                    t->y[(g * Co + o + 8 * v + c) * Ci + i0 + j] = acc[(k - k0) * 64 + (j * NV + v) * 8 + c];
+    }
+}
+
+/* gw is [G*Co, Ci] (PyTorch's layout). Returns 0, or -1 (Co % 8 != 0, or no memory) */
+int pw_grad_weight(const float *gy, const float *x, float *gw, int64_t M, int64_t G, int64_t Ci, int64_t Co,
+                   int64_t threads) {
+    if (Co % 8 || M < 1) return -1;
+    const int64_t in = Co % 16 ? 8 : 4, tiles = G * (Co / (64 / in)) * ((Ci + in - 1) / in);
+    float *acc = NULL;
+    if (posix_memalign((void **)&acc, 32, sizeof(float) * (size_t)(tiles * 64))) return -1;
+    memset(acc, 0, sizeof(float) * (size_t)(tiles * 64));
+    pw_job_t t = {x, NULL, gy, gw, acc, M, G, Ci, Co};
+    parallel(pw_wtiles, &t, tiles, threads);
+    free(acc);
+    return 0;
+}
