@@ -73,6 +73,11 @@ def best_ms(fn: Callable[..., object], args: tuple[object, ...], repeats: int) -
     return best * 1e3
 
 
+def rel_diff(a: Any, b: Any) -> float:
+    """The largest absolute difference of two tensors relative to the largest magnitude of ``b``."""
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
 def emit(record: dict[str, Any], *, log: bool = True) -> None:
     """Print one JSON line and append it to ``RESULTS/<machine>.jsonl``."""
     record = {**record, "machine": machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -24,7 +24,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arnas_ray.space import _kernels  # noqa: E402
-from benchmarks._common import best_ms, emit, kernel_args  # noqa: E402
+from benchmarks._common import best_ms, emit, kernel_args, rel_diff  # noqa: E402
 
 # (N, C, size): per-edge cells at 32x32 (one batch, the PGD pair), the 16x16 and 8x8 cells
 SHAPES = [(16, 8, 32), (16, 16, 32), (16, 32, 16), (16, 32, 32), (16, 128, 16), (16, 256, 8)]
@@ -42,10 +42,6 @@ def _native_bwd(gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, mean: torch.
     out: tuple[torch.Tensor, ...] = torch.ops.aten.native_batch_norm_backward(gy, x, w, None, None, mean, invstd,
                                                                               True, 1e-5, [True, True, False])
     return out
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             rec.update(kernel_fwd_ms=round(fwd_ms, 4), kernel_bwd_ms=round(bwd_ms, 4),
                        fwd_speedup=round(float(rec["pytorch_fwd_ms"]) / max(fwd_ms, 1e-9), 2),  # type: ignore[arg-type]
                        bwd_speedup=round(float(rec["pytorch_bwd_ms"]) / max(bwd_ms, 1e-9), 2),  # type: ignore[arg-type]
-                       max_rel_diff=max(_rel(ours[0], y), _rel(ours[2], invstd), _rel(grads[0], ref[0]),
-                                        _rel(grads[1], ref[1])))
+                       max_rel_diff=max(rel_diff(ours[0], y), rel_diff(ours[2], invstd), rel_diff(grads[0], ref[0]),
+                                        rel_diff(grads[1], ref[1])))
         emit(rec)
     return 0
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arnas_ray.space import _dwconv, _kernels  # noqa: E402
-from benchmarks._common import best_ms, emit, kernel_args  # noqa: E402
+from benchmarks._common import best_ms, emit, kernel_args, rel_diff  # noqa: E402
 
 # (N, C, size, kernel, stride, dilation): the fused cells' 5x5 depthwise convs at the small shape
 SHAPES = [(16, 16, 32, 5, 1, 1), (16, 192, 32, 5, 1, 1), (16, 384, 32, 5, 2, 1), (16, 768, 16, 5, 1, 1),
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = _pytorch(go, x, w, s, p, d)
             kernel_ms = best_ms(_kernels.grad_weight, (go, x, k, s, p, d), args.repeats)
             rec.update(kernel_ms=round(kernel_ms, 3), speedup=round(torch_ms / max(kernel_ms, 1e-9), 2),
-                       max_rel_diff=float((ours - ref).abs().max() / ref.abs().max()))
+                       max_rel_diff=rel_diff(ours, ref))
         emit(rec)
     return 0
 

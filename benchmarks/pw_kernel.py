@@ -25,7 +25,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from arnas_ray.space import _kernels  # noqa: E402
-from benchmarks._common import best_ms, emit, kernel_args  # noqa: E402
+from benchmarks._common import best_ms, emit, kernel_args, rel_diff  # noqa: E402
 
 # (N, C_in, C_out, groups, size): one edge's convs on the PGD pair at 16x16 and 32x32, a fused
 # round (four groups), a wide fused 8x8 round, a preprocessing conv (24 -> 8 per group)
@@ -44,10 +44,6 @@ def _native_bwd(gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: int,
     return out
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
-
-
 def _kernel_times(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor, groups: int, repeats: int) -> dict[str, float]:
     lib = _kernels.pw_library(x, w, groups)
     assert lib is not None
@@ -59,7 +55,7 @@ def _kernel_times(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor, groups: in
     return {"kernel_fwd_ms": best_ms(_kernels.pw_forward, (x, w, groups, lib), repeats),
             "kernel_grad_in_ms": best_ms(_kernels.pw_grad_input, (gy, w, x.shape, groups, lib), repeats),
             "kernel_grad_w_ms": best_ms(_kernels.pw_grad_weight, (gy, x, w, groups, lib), repeats),
-            "max_rel_diff": max(_rel(y, _native(x, w, groups)), _rel(gx, ref_gx), _rel(gw, ref_gw))}
+            "max_rel_diff": max(rel_diff(y, _native(x, w, groups)), rel_diff(gx, ref_gx), rel_diff(gw, ref_gw))}
 
 
 def main(argv: list[str] | None = None) -> int:
