@@ -3,7 +3,8 @@
 ``torch.nn.functional.conv2d`` dispatches ``aten::conv2d``, which only checks its arguments and
 dispatches ``aten::convolution``: :func:`conv2d` calls the latter directly (same kernel, same
 autograd formula), one dispatcher call fewer per convolution (the small benchmark's
-second-order step makes ~28,000).
+second-order step makes ~28,000). 1x1 convolutions without stride, padding or bias go to
+:func:`~arnas_ray.space._pointwise.pointwise_conv2d` (compiled kernels on CPU where they apply).
 """
 
 from __future__ import annotations

@@ -136,7 +136,7 @@ def reused_reps() -> Iterator[None]:
 
 def conv(m: nn.Conv2d, x: Tensor, g: int) -> Tensor:
     """``m(x)`` on each of ``g`` channel blocks (no bias: the supernet's convs have none)."""
-    if g == 1 and m.bias is not None:
+    if g == 1 and (m.bias is not None or m.padding_mode != "zeros"):
         out: Tensor = m(x)
         return out
     if isinstance(m.padding, str):  # 'same' / 'valid': F.conv2d resolves it
