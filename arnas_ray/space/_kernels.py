@@ -157,6 +157,17 @@ def grad_weight(go: Tensor, x: Tensor, k: int, stride: int, padding: int, dilati
     return gw
 
 
+def _cl_float32(x: Tensor) -> bool:
+    """Whether ``x`` is a non-empty 4-D float32 CPU tensor in channels_last memory."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0 \
+        and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _enabled() -> ctypes.CDLL | None:
+    """The library, unless ``ARNAS_RAY_NATIVE=0`` (read at every call: tests switch it)."""
+    return None if os.environ.get(ENV, "1") == "0" else library()
+
+
 def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -164,17 +175,13 @@ def _ptr(t: Tensor | None) -> int | None:
 def bn_library(x: Tensor, *params: Tensor | None) -> ctypes.CDLL | None:
     """The library where the batch-norm kernels apply to ``x`` and its per-channel ``params``:
     CPU float32, channels_last, a multiple of 8 and at most :data:`BN_MAX_CHANNELS` channels."""
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+    if not _cl_float32(x) or x.shape[1] % 8 or x.shape[1] > BN_MAX_CHANNELS:
         return None
     C = x.shape[1]
-    if C % 8 or C > BN_MAX_CHANNELS or x.numel() == 0 or not x.is_contiguous(memory_format=torch.channels_last):
-        return None
     if any(p is not None and (p.dtype != torch.float32 or p.device.type != "cpu" or not p.is_contiguous()
                               or p.shape != (C,)) for p in params):
         return None
-    if os.environ.get(ENV, "1") == "0":
-        return None
-    return library()
+    return _enabled()
 
 
 def bn_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, lib: ctypes.CDLL | None = None
@@ -218,16 +225,19 @@ def pw_library(x: Tensor, w: Tensor, groups: int) -> ctypes.CDLL | None:
     """The library where the grouped 1x1 convolution kernels apply to ``x`` and the weight ``w``
     (``[G*Co, Ci, 1, 1]``, ``groups`` = G): CPU float32, ``x`` channels_last, ``w`` contiguous,
     ``Co`` a multiple of 8 (the input gradient also needs ``Ci`` a multiple of 8)."""
-    if x.device.type != "cpu" or w.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32:
+    if not _cl_float32(x) or w.device.type != "cpu" or w.dtype != torch.float32 or w.dim() != 4:
         return None
-    if x.dim() != 4 or w.dim() != 4 or x.numel() == 0 or (w.shape[0] // groups) % 8 or w.shape[0] % groups:
+    if (w.shape[0] // groups) % 8 or w.shape[0] % groups or x.shape[1] != w.shape[1] * groups or not w.is_contiguous():
         return None
-    if x.shape[1] != w.shape[1] * groups or not x.is_contiguous(memory_format=torch.channels_last) \
-            or not w.is_contiguous():
+    return _enabled()
+
+
+def _grad_cl(gy: Tensor) -> Tensor | None:
+    """An output gradient as the kernels read it (float32 CPU, channels_last: a copy where it is
+    not), or None where they cannot."""
+    if gy.dtype != torch.float32 or gy.device.type != "cpu":
         return None
-    if os.environ.get(ENV, "1") == "0":
-        return None
-    return library()
+    return gy.contiguous(memory_format=torch.channels_last)
 
 
 def _pw_sizes(x: Tensor, w: Tensor, groups: int) -> tuple[int, int, int, int]:
@@ -249,9 +259,10 @@ def pw_forward(x: Tensor, w: Tensor, groups: int, lib: ctypes.CDLL) -> Tensor | 
 def pw_grad_input(gy: Tensor, w: Tensor, shape: torch.Size, groups: int, lib: ctypes.CDLL) -> Tensor | None:
     """The input gradient (of ``shape``) of :func:`pw_forward` for the output gradient ``gy``,
     or None where the kernel does not apply; not differentiable."""
-    if gy.dtype != torch.float32 or gy.device.type != "cpu" or shape[1] % 8:
+    cl = _grad_cl(gy) if shape[1] % 8 == 0 else None
+    if cl is None:
         return None
-    gy = gy.contiguous(memory_format=torch.channels_last)
+    gy = cl
     G, Ci, Co = groups, w.shape[1], w.shape[0] // groups
     M = gy.numel() // (G * Co)
     gx = torch.empty(shape, memory_format=torch.channels_last)
@@ -263,9 +274,10 @@ def pw_grad_input(gy: Tensor, w: Tensor, shape: torch.Size, groups: int, lib: ct
 def pw_grad_weight(gy: Tensor, x: Tensor, w: Tensor, groups: int, lib: ctypes.CDLL) -> Tensor | None:
     """The weight gradient (``w``'s shape) of :func:`pw_forward` for the output gradient ``gy``,
     or None where the kernel does not apply; not differentiable."""
-    if gy.dtype != torch.float32 or gy.device.type != "cpu":
+    cl = _grad_cl(gy)
+    if cl is None:
         return None
-    gy = gy.contiguous(memory_format=torch.channels_last)
+    gy = cl
     M, G, Ci, Co = _pw_sizes(x, w, groups)
     gw = torch.empty(w.shape)
     if lib.pw_grad_weight(gy.data_ptr(), x.data_ptr(), gw.data_ptr(), M, G, Ci, Co, _threads(M * G * Ci * Co)) != 0:

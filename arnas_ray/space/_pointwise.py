@@ -28,14 +28,18 @@ def _native(x: Tensor, w: Tensor, groups: int) -> Tensor:
     return torch.convolution(x, w, None, (1, 1), (0, 0), (1, 1), False, (0, 0), groups)
 
 
+def _forward(x: Tensor, w: Tensor, groups: int, lib: Any) -> Tensor:
+    y = _kernels.pw_forward(x, w, groups, lib)
+    return y if y is not None else _native(x, w, groups)
+
+
 class _Pointwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, w: Tensor, groups: int, lib: Any) -> Tensor:
-        y = _kernels.pw_forward(x, w, groups, lib)
         # the input is only needed for the weight gradient (PGD passes ask for none)
         ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, w)
         ctx.conf = (groups, lib, x.shape, x.stride())
-        return y if y is not None else _native(x, w, groups)
+        return _forward(x, w, groups, lib)
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
@@ -65,5 +69,4 @@ def pointwise_conv2d(x: Tensor, w: Tensor, groups: int = 1) -> Tensor:
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
         out: Tensor = _Pointwise.apply(x, w, groups, lib)
         return out
-    y = _kernels.pw_forward(x, w, groups, lib)
-    return y if y is not None else _native(x, w, groups)
+    return _forward(x, w, groups, lib)
