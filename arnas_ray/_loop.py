@@ -15,16 +15,19 @@ do it in one way, defined here:
 * :func:`write_history` and :func:`read_history` keep the per-epoch records as
   ``history.jsonl`` (one JSON object a line, written atomically); reading names the file
   and the line of any damage.
+* :func:`steady_gc` keeps Python's cyclic garbage collector out of the steps' way.
 
 Nothing here imports torch, so the helpers are usable (and testable) anywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +259,29 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                                           "'epoch'; expected one such object per epoch")
         records.append(record)
     return records
+
+
+#: allocations of container objects between two collections of the young generation inside
+#: :func:`steady_gc` (Python's default: 700)
+GC_YOUNG = 20_000
+
+
+@contextlib.contextmanager
+def steady_gc(young: int = GC_YOUNG) -> Iterator[None]:
+    """Inside, the objects that exist on entry (modules, parameters, imported libraries: about
+    370,000 in a search worker) are left out of every collection (:func:`gc.freeze`), and the
+    young generation is collected every ``young`` allocations; both are restored on exit.
+
+    A search step allocates about 44,000 container objects (autograd nodes, tensors, tuples)
+    and frees them by reference counting; at Python's defaults it ran about 64 collections
+    per step and, every few steps, a full one that walked every object of the process (150
+    ms on a 2-core EPYC, against 2.5-3 s steps). Cycles are still collected, only less often.
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(young, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -123,6 +123,7 @@ def time_search_step(*, C: int, cells: int, size: int, batch: int, order: str, d
 
     import torch
 
+    from arnas_ray._loop import steady_gc
     from arnas_ray.search import SearchConfig
     from arnas_ray.search.loop import build_search, search_step
     from arnas_ray.space import count_macs
@@ -150,8 +151,9 @@ def time_search_step(*, C: int, cells: int, size: int, batch: int, order: str, d
     if cuda:
         torch.cuda.synchronize(device)
     t = time.perf_counter()
-    for _ in range(steps):
-        step()
+    with steady_gc():  # as run_search's epochs
+        for _ in range(steps):
+            step()
     if cuda:
         torch.cuda.synchronize(device)
     dt = (time.perf_counter() - t) / steps

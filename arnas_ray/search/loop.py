@@ -28,7 +28,7 @@ from torch.utils.data import Subset
 
 from arnas_ray._atomic import atomic_write_text
 from arnas_ray._diagnostics import edges_changed, search_degeneracy, summarize_steps
-from arnas_ray._loop import check_resumable, diverged, stream_seed
+from arnas_ray._loop import check_resumable, diverged, steady_gc, stream_seed
 from arnas_ray.attacks import AttackSpec, frozen_parameters, pgd, pgd_groups
 from arnas_ray.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from arnas_ray.data import DataSplits, make_loader
@@ -380,7 +380,8 @@ def run_search(config: SearchConfig, data: DataSplits, device: torch.device | st
     run = _start(config, data, torch.device(device), checkpoint_dir)
     for epoch in range(run.start_epoch, config.epochs):
         t_epoch = time.perf_counter()
-        ep = _search_epoch(run, epoch, on_step)
+        with steady_gc():
+            ep = _search_epoch(run, epoch, on_step)
         metrics = _epoch_metrics(run, epoch, ep, t_epoch)
         _record(run, epoch, metrics, ep.records)
         if callback is not None:

@@ -144,17 +144,18 @@ def conv(m: nn.Conv2d, x: Tensor, g: int) -> Tensor:
     return conv2d(x, rep(m.weight, g), None, m.stride, m.padding, m.dilation, m.groups * g)
 
 
-def bn(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None) -> Tensor:
+def bn(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None, relu: bool = False) -> Tensor:
     """``m(x)`` (optionally with a per-channel ``weight`` in place of the affine one, no shift
-    then) on each of ``g`` channel blocks; ``g > 1`` needs training mode (batch statistics).
-    In training mode the running statistics are updated through :func:`bn_groups` (deferred
-    inside :func:`deferred_updates`)."""
+    then; with ``relu``, ``F.relu`` of it) on each of ``g`` channel blocks; ``g > 1`` needs
+    training mode (batch statistics). In training mode the running statistics are updated
+    through :func:`bn_groups` (deferred inside :func:`deferred_updates`)."""
     if not m.training:
         if g != 1:
             raise RuntimeError("grouped passes need batch statistics: put the model in training mode")
-        return m(x) if weight is None else F.batch_norm(x, m.running_mean, m.running_var, weight, None,
-                                                        not m.track_running_stats, 0.0, m.eps)
-    return bn_groups(m, x, g, weight)[0]
+        out = m(x) if weight is None else F.batch_norm(x, m.running_mean, m.running_var, weight, None,
+                                                       not m.track_running_stats, 0.0, m.eps)
+        return F.relu(out) if relu else out
+    return bn_groups(m, x, g, weight, relu)[0]
 
 
 class Token(NamedTuple):
@@ -167,8 +168,10 @@ class Token(NamedTuple):
     slots: int  # P: channel blocks of C that feed different modules
 
 
-def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None) -> tuple[Tensor, Token | None]:
-    """Training-mode ``m`` on ``g`` channel blocks (``g >= 1``), each with its own batch statistics.
+def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None,
+              relu: bool = False) -> tuple[Tensor, Token | None]:
+    """Training-mode ``m`` on ``g`` channel blocks (``g >= 1``), each with its own batch
+    statistics (with ``relu``, the output is ``F.relu`` of it, in the same kernel pass).
 
     The running statistics of ``m`` get the ``g`` updates that ``g`` separate passes would
     have made, in block order (deferred to the end of a :func:`deferred_updates` block).
@@ -183,8 +186,8 @@ def bn_groups(m: nn.BatchNorm2d, x: Tensor, g: int, weight: Tensor | None = None
     else:
         w, b = weight, None
     if not (m.track_running_stats and m.running_mean is not None and m.running_var is not None):
-        return batch_norm_train(x, w, b, m.eps)[0], None
-    out, mean, invstd = batch_norm_train(x, w, b, m.eps)
+        return batch_norm_train(x, w, b, m.eps, relu)[0], None
+    out, mean, invstd = batch_norm_train(x, w, b, m.eps, relu)
     token = Token(mean, invstd, x.numel() // x.shape[1], g, 1)  # statistics are not differentiable
     apply_updates(m, token)
     return out, token

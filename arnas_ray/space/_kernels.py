@@ -115,9 +115,9 @@ def _load(path: Path) -> ctypes.CDLL | None:
         return None
     lib.dw_grad_weight.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 11
     lib.dw_grad_weight.restype = ctypes.c_int
-    lib.bn_forward.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 2 + [ctypes.c_double, ctypes.c_int64]
+    lib.bn_forward.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 2 + [ctypes.c_double] + [ctypes.c_int64] * 2
     lib.bn_forward.restype = ctypes.c_int
-    lib.bn_backward.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_int64] * 3
+    lib.bn_backward.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 3
     lib.bn_backward.restype = ctypes.c_int
     for fn in (lib.pw_forward, lib.pw_grad_input, lib.pw_grad_weight):
         fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 5
@@ -184,12 +184,12 @@ def bn_library(x: Tensor, *params: Tensor | None) -> ctypes.CDLL | None:
     return _enabled()
 
 
-def bn_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, lib: ctypes.CDLL | None = None
-               ) -> tuple[Tensor, Tensor, Tensor] | None:
+def bn_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, lib: ctypes.CDLL | None = None,
+               relu: bool = False) -> tuple[Tensor, Tensor, Tensor] | None:
     """``torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)`` (output, batch
     mean, batch inverse standard deviation) by the compiled kernel, or None where it does not
     apply (:func:`bn_library`; a caller that has just asked passes its answer as ``lib``); not
-    differentiable."""
+    differentiable. With ``relu`` the output is ``relu`` of it (one pass)."""
     lib = lib or bn_library(x, weight, bias)
     if lib is None:
         return None
@@ -198,17 +198,21 @@ def bn_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     y = torch.empty_like(x, memory_format=torch.channels_last)
     mean, invstd = torch.empty(2, C).unbind(0)
     if lib.bn_forward(x.data_ptr(), y.data_ptr(), _ptr(weight), _ptr(bias), mean.data_ptr(), invstd.data_ptr(),
-                      M, C, eps, _threads(M * C * 32)) != 0:
+                      M, C, eps, _threads(M * C * 32), int(relu)) != 0:
         return None
     return y, mean, invstd
 
 
 def bn_backward(gy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Tensor | None,
-                mask: tuple[bool, bool, bool]) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
+                mask: tuple[bool, bool, bool], y: Tensor | None = None
+                ) -> tuple[Tensor | None, Tensor | None, Tensor | None] | None:
     """The gradients (input, weight, bias; each only where ``mask`` asks) of :func:`bn_forward`
-    for the output gradient ``gy``, or None where the kernel does not apply; not differentiable."""
+    for the output gradient ``gy``, or None where the kernel does not apply; not differentiable.
+    ``y``: the output of a forward with ``relu``, whose mask applies to ``gy`` first."""
     lib = bn_library(x, weight, mean, invstd)
     if lib is None or gy.shape != x.shape or gy.dtype != x.dtype:
+        return None
+    if y is not None and (y.shape != x.shape or not _cl_float32(y)):
         return None
     gy = gy.contiguous(memory_format=torch.channels_last)
     C = x.shape[1]
@@ -216,7 +220,7 @@ def bn_backward(gy: Tensor, x: Tensor, mean: Tensor, invstd: Tensor, weight: Ten
     gx = torch.empty_like(x, memory_format=torch.channels_last) if mask[0] else None
     gw, gb = (torch.empty(C) if m else None for m in mask[1:])
     if lib.bn_backward(gy.data_ptr(), x.data_ptr(), mean.data_ptr(), invstd.data_ptr(), _ptr(weight), _ptr(gx),
-                       _ptr(gw), _ptr(gb), M, C, _threads(M * C * 32)) != 0:
+                       _ptr(gw), _ptr(gb), _ptr(y), M, C, _threads(M * C * 32)) != 0:
         return None
     return gx, gw, gb
 

@@ -4,6 +4,8 @@
 changes how they are evaluated on one edge:
 
 * one ReLU of the edge input is shared by every convolution op (each op starts with ReLU);
+  the ReLU inside a separable convolution runs in its first batch norm's pass
+  (:func:`~arnas_ray.space._batchnorm.batch_norm_train` with ``relu``);
 * the softmax weight ``w_k`` of each op is folded into its final non-affine batch norm as a
   per-channel scale, ``w_k * BN(h) == BN(h; weight = w_k)``, which saves a multiply pass and
   its backward for every op on every edge;
@@ -104,8 +106,8 @@ class FusedMixedOp(MixedOp):
                 if relu_x is None:
                     relu_x = F.relu(x)
                 h = _g.bn(cast(nn.BatchNorm2d, op[3]),
-                          _g.conv(cast(nn.Conv2d, op[2]), dw_conv(cast(nn.Conv2d, op[1]), relu_x, g), g), g)
-                h = _g.conv(cast(nn.Conv2d, op[6]), dw_conv(cast(nn.Conv2d, op[5]), F.relu(h), g), g)
+                          _g.conv(cast(nn.Conv2d, op[2]), dw_conv(cast(nn.Conv2d, op[1]), relu_x, g), g), g, relu=True)
+                h = _g.conv(cast(nn.Conv2d, op[6]), dw_conv(cast(nn.Conv2d, op[5]), h, g), g)
                 t = _g.bn(cast(nn.BatchNorm2d, op[7]), h, g, weight=rows[k])
             elif isinstance(op, DilConv):
                 if relu_x is None:

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from arnas_ray._atomic import atomic_write_text
-from arnas_ray._loop import diverged, stream_seed
+from arnas_ray._loop import diverged, steady_gc, stream_seed
 from arnas_ray.checkpoint import save_checkpoint
 from arnas_ray.data import DataSplits, make_loader
 from arnas_ray.space import Genotype, count_macs, count_params
@@ -311,7 +311,8 @@ def _retrain(genotype: Genotype, config: RetrainConfig, data: DataSplits, device
         atomic_write_text(run.out / "genotype.json", genotype.to_json(indent=2) + "\n")
     for epoch in range(run.start, config.epochs):
         t_epoch = time.perf_counter()
-        stats = _train_epoch(run, epoch)
+        with steady_gc():
+            stats = _train_epoch(run, epoch)
         val = _validate(run.model, data, config, device, epoch)
         record = _end_epoch(run, epoch, stats, val, t_epoch)
         if callback is not None:

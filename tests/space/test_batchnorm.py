@@ -106,3 +106,70 @@ def test_other_inputs_run_pytorchs_kernel(case: str, monkeypatch: pytest.MonkeyP
     ref = torch.native_batch_norm(x, None, None, None, None, True, 0.0, EPS)
     assert not calls
     assert torch.equal(y, ref[0]) and torch.equal(mean, ref[1]) and torch.equal(invstd, ref[2])
+
+
+def _relu_ref(x, w, b, eps):  # type: ignore[no-untyped-def]
+    y, mean, invstd = torch.native_batch_norm(x, w, b, None, None, True, 0.0, eps)
+    return torch.relu(y), mean, invstd
+
+
+def _with_relu(x, w, b, eps):  # type: ignore[no-untyped-def]
+    return batch_norm_train(x, w, b, eps, relu=True)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["kernel", "pytorch"])
+@pytest.mark.parametrize("shape, affine", [((16, 16, 16, 16), "weight"), ((3, 40, 6, 6), "both"), ((4, 8, 5, 7), "none")])
+def test_fused_relu_equals_relu_of_batch_norm(shape: tuple[int, ...], affine: str, native: bool,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``relu=True``: the output, statistics and every gradient of ``F.relu(batch_norm(x))``, with
+    the kernels (mask applied inside their passes) and without them."""
+    if native and not _kernels.available():
+        pytest.skip("no compiled kernel here (no cc or no AVX2)")
+    if not native:
+        monkeypatch.setenv(_kernels.ENV, "0")
+    x, w, b = _inputs(shape, affine, seed=5)
+    gy = torch.randn(shape, generator=torch.Generator().manual_seed(2)).contiguous(memory_format=CL)
+    if native:
+        assert _kernels.bn_forward(x, w, b, EPS, relu=True) is not None
+    y, mean, invstd, grads = _grads(_with_relu, x, w, b, gy)
+    ref = _grads(_relu_ref, x, w, b, gy)
+    assert (y == 0).float().mean() > 0.2 and (y > 0).float().mean() > 0.2  # both sides of the kink
+    torch.testing.assert_close(mean, ref[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(invstd, ref[2], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(y, ref[0], rtol=1e-4, atol=2e-4)
+    for a, r in zip(grads, ref[3]):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=2e-4)
+
+
+@needs_kernel
+def test_fused_relu_mask_in_the_kernel() -> None:
+    """The backward with the ReLU output equals the plain backward of the masked gradient (a
+    gradient is kept where the output is not <= 0, as ``threshold_backward``: NaN keeps it)."""
+    x, w, _ = _inputs((8, 16, 6, 6), "weight", seed=7)
+    y, mean, invstd = batch_norm_train(x, w, None, EPS, relu=True)
+    assert bool((y >= 0).all())
+    y_nan = y.clone()
+    y_nan[0, 3, 2, 2] = float("nan")  # as if the forward had produced a NaN there
+    gy = torch.randn(x.shape, generator=torch.Generator().manual_seed(3)).contiguous(memory_format=CL)
+    masked = _kernels.bn_backward(gy, x, mean, invstd, w, (True, True, False), y_nan)
+    plain = _kernels.bn_backward(torch.ops.aten.threshold_backward(gy, y_nan, 0), x, mean, invstd, w,
+                                 (True, True, False))
+    assert masked is not None and plain is not None
+    for a, r in zip(masked[:2], plain[:2]):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
+    unmasked = _kernels.bn_backward(gy, x, mean, invstd, w, (True, False, False))
+    assert unmasked is not None and not torch.allclose(unmasked[0], masked[0])  # the mask did something
+
+
+def test_fused_relu_double_backward() -> None:
+    """A differentiable backward of ``relu=True`` (``order: exact``) is PyTorch's, exact."""
+    x, w, _ = _inputs((4, 8, 5, 5), "weight", seed=4)
+
+    def second(fn):  # type: ignore[no-untyped-def]
+        xs, ws = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)  # type: ignore[union-attr]
+        y = fn(xs, ws, None, EPS)[0]
+        gx, gw = torch.autograd.grad((y.sin() * y).sum(), (xs, ws), create_graph=True)
+        return torch.autograd.grad(gx.pow(2).sum() + gw.pow(2).sum(), (xs, ws))
+
+    for a, r in zip(second(_with_relu), second(_relu_ref)):
+        torch.testing.assert_close(a, r, rtol=1e-3, atol=1e-3)

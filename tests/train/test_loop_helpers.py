@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import gc
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from arnas_ray._loop import (
     config_differences,
     diverged,
     read_history,
+    steady_gc,
     stream_seed,
     write_history,
 )
@@ -115,3 +117,20 @@ def test_history_round_trip_and_damaged_lines_are_named(tmp_path) -> None:
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(FileFormatError, match="cannot be read"):
         read_history(path)
+
+
+def test_steady_gc_freezes_and_restores() -> None:
+    """Inside: the objects of before are frozen and the young threshold is raised; on exit,
+    even by an exception, both are as before (the caller's own settings kept)."""
+    before = gc.get_threshold()
+    gc.set_threshold(900, before[1], before[2])
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            with steady_gc(young=12_345):
+                assert gc.get_threshold() == (12_345, before[1], before[2])
+                assert gc.get_freeze_count() > 1000
+                raise RuntimeError("boom")
+        assert gc.get_threshold() == (900, before[1], before[2])
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.set_threshold(*before)

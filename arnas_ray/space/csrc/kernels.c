@@ -152,33 +152,44 @@ int dw_grad_weight(const float *x, const float *go, float *gw, int64_t N, int64_
  * of BN_BLOCK rows and are added up in double. Threads split the rows; each sums into its own
  * buffer, and the buffers are added in thread order (the result does not depend on timing).
  * Eight channels per AVX2 register, up to 32 channels at a time in registers; the kernels
- * serve narrow tensors (PyTorch's own channels_last kernels are 3-4x slower at 8-32 channels). */
+ * serve narrow tensors (PyTorch's own channels_last kernels are 3-4x slower at 8-32 channels).
+ * With `relu`, the forward writes max(0, y) (a ReLU fused into the batch norm) and the backward
+ * takes that output as a mask: the output gradient counts where it is not <= 0, as PyTorch's
+ * threshold_backward (NaN outputs pass their gradient). */
 #define BN_BLOCK 128
-enum { BN_SUM, BN_SQ, BN_GRAD };
+enum { BN_SUM, BN_SQ, BN_GRAD, BN_GRADM };
 typedef struct {
     const float *x, *dy, *mean, *a, *c, *k;
     float *out;
     double *acc; /* [threads][2 * C] */
     int64_t M, C, threads;
     int mode;
+    const float *mask; /* BN_GRADM, and bn_rows with dy: dy counts where mask is not <= 0 */
+    int relu;          /* bn_rows without dy: max(0, out) */
 } bn_job_t;
 
+/* dy where the ReLU output y is not <= 0 (NaN included), else 0 */
+static inline __m256 bn_masked(__m256 dy, const float *y) {
+    return _mm256_and_ps(dy, _mm256_cmp_ps(_mm256_loadu_ps(y), _mm256_setzero_ps(), _CMP_NLE_UQ));
+}
+
 /* one row's contribution to the sums of channels c0 .. c0 + 8 * nv */
-#define BN_ROW(MODE, P, G, A, A2)                                                                  \
+#define BN_ROW(MODE, P, G, Y, A, A2)                                                               \
     for (int v = 0; v < nv; ++v) {                                                                 \
         const __m256 u = _mm256_sub_ps(_mm256_loadu_ps((P) + 8 * v), m[v]);                       \
         if ((MODE) == BN_SUM) A[v] = _mm256_add_ps(A[v], u);                                       \
         else if ((MODE) == BN_SQ) A[v] = _mm256_fmadd_ps(u, u, A[v]);                              \
         else {                                                                                     \
-            const __m256 gv = _mm256_loadu_ps((G) + 8 * v);                                        \
+            const __m256 gv = (MODE) == BN_GRADM ? bn_masked(_mm256_loadu_ps((G) + 8 * v), (Y) + 8 * v) \
+                                                 : _mm256_loadu_ps((G) + 8 * v);                   \
             A[v] = _mm256_add_ps(A[v], gv);                                                        \
             A2[v] = _mm256_fmadd_ps(gv, u, A2[v]);                                                 \
         }                                                                                          \
     }
 
-static inline __attribute__((always_inline)) void bn_chunk(const float *x, const float *dy, const float *mean,
-                                                           int64_t r0, int64_t r1, int64_t C, int64_t c0, int nv,
-                                                           const int mode, double *s, double *s2) {
+static inline __attribute__((always_inline)) void bn_chunk(const float *x, const float *dy, const float *y,
+                                                           const float *mean, int64_t r0, int64_t r1, int64_t C,
+                                                           int64_t c0, int nv, const int mode, double *s, double *s2) {
     __m256 m[4], a[4], b[4], a2[4], b2[4];
     for (int v = 0; v < nv; ++v) m[v] = mean ? _mm256_loadu_ps(mean + c0 + 8 * v) : _mm256_setzero_ps();
     for (int64_t r = r0; r < r1; r += BN_BLOCK) {
@@ -186,13 +197,15 @@ static inline __attribute__((always_inline)) void bn_chunk(const float *x, const
         for (int v = 0; v < nv; ++v) a[v] = b[v] = a2[v] = b2[v] = _mm256_setzero_ps();
         int64_t i = r;
         for (; i + 1 < e; i += 2) { /* two rows at a time: two independent sums */
-            const float *p = x + i * C + c0, *gp = mode == BN_GRAD ? dy + i * C + c0 : p;
-            BN_ROW(mode, p, gp, a, a2)
-            BN_ROW(mode, p + C, gp + C, b, b2)
+            const float *p = x + i * C + c0, *gp = mode >= BN_GRAD ? dy + i * C + c0 : p;
+            const float *yp = mode == BN_GRADM ? y + i * C + c0 : p;
+            BN_ROW(mode, p, gp, yp, a, a2)
+            BN_ROW(mode, p + C, gp + C, yp + C, b, b2)
         }
         if (i < e) {
-            const float *p = x + i * C + c0, *gp = mode == BN_GRAD ? dy + i * C + c0 : p;
-            BN_ROW(mode, p, gp, a, a2)
+            const float *p = x + i * C + c0, *gp = mode >= BN_GRAD ? dy + i * C + c0 : p;
+            const float *yp = mode == BN_GRADM ? y + i * C + c0 : p;
+            BN_ROW(mode, p, gp, yp, a, a2)
         }
         for (int v = 0; v < nv; ++v) {
             float u[8], w[8];
@@ -203,16 +216,16 @@ static inline __attribute__((always_inline)) void bn_chunk(const float *x, const
     }
 }
 
-static void bn_chunks(const float *x, const float *dy, const float *mean, int64_t r0, int64_t r1, int64_t C,
-                      const int mode, double *s, double *s2) {
+static void bn_chunks(const float *x, const float *dy, const float *y, const float *mean, int64_t r0, int64_t r1,
+                      int64_t C, const int mode, double *s, double *s2) {
     for (int64_t r = r0; r < r1; r += BN_BLOCK) { /* a block of rows stays in cache for all its chunks */
         const int64_t e = r + BN_BLOCK < r1 ? r + BN_BLOCK : r1;
         for (int64_t c0 = 0; c0 < C; c0 += 32) {
             const int64_t left = (C - c0) / 8;
-            if (left >= 4) bn_chunk(x, dy, mean, r, e, C, c0, 4, mode, s, s2);
-            else if (left == 3) bn_chunk(x, dy, mean, r, e, C, c0, 3, mode, s, s2);
-            else if (left == 2) bn_chunk(x, dy, mean, r, e, C, c0, 2, mode, s, s2);
-            else bn_chunk(x, dy, mean, r, e, C, c0, 1, mode, s, s2);
+            if (left >= 4) bn_chunk(x, dy, y, mean, r, e, C, c0, 4, mode, s, s2);
+            else if (left == 3) bn_chunk(x, dy, y, mean, r, e, C, c0, 3, mode, s, s2);
+            else if (left == 2) bn_chunk(x, dy, y, mean, r, e, C, c0, 2, mode, s, s2);
+            else bn_chunk(x, dy, y, mean, r, e, C, c0, 1, mode, s, s2);
         }
     }
 }
@@ -222,22 +235,35 @@ static void bn_sums(void *arg, int64_t t0, int64_t t1) { /* thread slots t0 .. t
     for (int64_t k = t0; k < t1; ++k) {
         const int64_t r0 = t->M * k / t->threads, r1 = t->M * (k + 1) / t->threads;
         double *s = t->acc + k * 2 * t->C;
-        if (t->mode == BN_SUM) bn_chunks(t->x, NULL, NULL, r0, r1, t->C, BN_SUM, s, s + t->C);
-        else if (t->mode == BN_SQ) bn_chunks(t->x, NULL, t->mean, r0, r1, t->C, BN_SQ, s, s + t->C);
-        else bn_chunks(t->x, t->dy, t->mean, r0, r1, t->C, BN_GRAD, s, s + t->C);
+        if (t->mode == BN_SUM) bn_chunks(t->x, NULL, NULL, NULL, r0, r1, t->C, BN_SUM, s, s + t->C);
+        else if (t->mode == BN_SQ) bn_chunks(t->x, NULL, NULL, t->mean, r0, r1, t->C, BN_SQ, s, s + t->C);
+        else if (t->mode == BN_GRAD) bn_chunks(t->x, t->dy, NULL, t->mean, r0, r1, t->C, BN_GRAD, s, s + t->C);
+        else bn_chunks(t->x, t->dy, t->mask, t->mean, r0, r1, t->C, BN_GRADM, s, s + t->C);
     }
 }
 
 static void bn_rows(void *arg, int64_t r0, int64_t r1) { /* out = x * a + c (+ dy * k), per channel */
     const bn_job_t *t = (const bn_job_t *)arg;
     const int64_t C = t->C;
-    const float *x = t->x, *dy = t->dy, *a = t->a, *c = t->c, *k = t->k;
+    const float *x = t->x, *dy = t->dy, *a = t->a, *c = t->c, *k = t->k, *y = t->mask;
     float *out = t->out;
-    if (dy)
+    const __m256 zero = _mm256_setzero_ps();
+    if (dy && y)
+        for (int64_t i = r0 * C; i < r1 * C; i += C)
+            for (int64_t j = 0; j < C; j += 8)
+                _mm256_storeu_ps(out + i + j, _mm256_fmadd_ps(bn_masked(_mm256_loadu_ps(dy + i + j), y + i + j),
+                                 _mm256_loadu_ps(k + j),
+                                 _mm256_fmadd_ps(_mm256_loadu_ps(x + i + j), _mm256_loadu_ps(a + j), _mm256_loadu_ps(c + j))));
+    else if (dy)
         for (int64_t i = r0 * C; i < r1 * C; i += C)
             for (int64_t j = 0; j < C; j += 8)
                 _mm256_storeu_ps(out + i + j, _mm256_fmadd_ps(_mm256_loadu_ps(dy + i + j), _mm256_loadu_ps(k + j),
                                  _mm256_fmadd_ps(_mm256_loadu_ps(x + i + j), _mm256_loadu_ps(a + j), _mm256_loadu_ps(c + j))));
+    else if (t->relu) /* max(0, v) keeps a NaN v (the second operand is returned for NaN) */
+        for (int64_t i = r0 * C; i < r1 * C; i += C)
+            for (int64_t j = 0; j < C; j += 8)
+                _mm256_storeu_ps(out + i + j, _mm256_max_ps(zero, _mm256_fmadd_ps(_mm256_loadu_ps(x + i + j),
+                                 _mm256_loadu_ps(a + j), _mm256_loadu_ps(c + j))));
     else
         for (int64_t i = r0 * C; i < r1 * C; i += C)
             for (int64_t j = 0; j < C; j += 8)
@@ -263,15 +289,15 @@ static int64_t bn_threads(int64_t threads, int64_t M) {
     return threads > 1 ? threads : 1;
 }
 
-/* y = (x - mean) * invstd * w + b (w, b may be NULL: 1 and 0); writes mean and invstd [C].
- * Returns 0, or -1 (C % 8 != 0 or C > BN_MAX_C: nothing written). */
+/* y = (x - mean) * invstd * w + b (w, b may be NULL: 1 and 0), with relu max(0, y); writes mean
+ * and invstd [C]. Returns 0, or -1 (C % 8 != 0 or C > BN_MAX_C: nothing written). */
 int bn_forward(const float *x, float *y, const float *w, const float *b, float *mean, float *invstd, int64_t M,
-               int64_t C, double eps, int64_t threads) {
+               int64_t C, double eps, int64_t threads, int64_t relu) {
     if (C % 8 || C > BN_MAX_C || M < 1) return -1;
     threads = bn_threads(threads, M);
     double s[2 * C], acc[threads * 2 * C];
     float ac[2 * C];
-    bn_job_t t = {x, NULL, NULL, NULL, NULL, NULL, y, acc, M, C, threads, BN_SUM};
+    bn_job_t t = {x, NULL, NULL, NULL, NULL, NULL, y, acc, M, C, threads, BN_SUM, NULL, relu != 0};
     bn_reduce(&t, s, s + C);
     float *m = ac; /* the mean, then the scale a; ac + C: the shift c */
     for (int64_t c = 0; c < C; ++c) m[c] = (float)(s[c] / (double)M);
@@ -294,15 +320,16 @@ int bn_forward(const float *x, float *y, const float *w, const float *b, float *
 }
 
 /* Gradients of bn_forward for the output gradient dy [M, C]: dx (if not NULL), gw = sum dy * xhat
- * and gb = sum dy (each if not NULL). Returns 0, or -1 (C % 8 != 0 or C > BN_MAX_C). */
+ * and gb = sum dy (each if not NULL); y (if not NULL) is the forward's ReLU output, whose mask
+ * applies to dy first. Returns 0, or -1 (C % 8 != 0 or C > BN_MAX_C). */
 int bn_backward(const float *dy, const float *x, const float *mean, const float *invstd, const float *w, float *dx,
-                float *gw, float *gb, int64_t M, int64_t C, int64_t threads) {
+                float *gw, float *gb, const float *y, int64_t M, int64_t C, int64_t threads) {
     if (C % 8 || C > BN_MAX_C || M < 1) return -1;
     threads = bn_threads(threads, M);
     double s[2 * C], acc[threads * 2 * C];
     float k[3 * C];
-    bn_job_t t = {x, dy, mean, NULL, NULL, NULL, dx, acc, M, C, threads, BN_GRAD};
-    bn_reduce(&t, s, s + C); /* s: sum dy; s + C: sum dy * (x - mean) */
+    bn_job_t t = {x, dy, mean, NULL, NULL, NULL, dx, acc, M, C, threads, y ? BN_GRADM : BN_GRAD, y, 0};
+    bn_reduce(&t, s, s + C); /* s: sum dy; s + C: sum dy * (x - mean) (dy masked by y) */
     {
         for (int64_t c = 0; c < C; ++c) {
             const double is = invstd[c], wc = w ? w[c] : 1.0, sd = s[c], sx = s[C + c];
