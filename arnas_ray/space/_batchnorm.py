@@ -42,12 +42,15 @@ class _TrainBN(torch.autograd.Function):
         ctx.save_for_backward(x, weight, mean, invstd, y if relu else None)
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, invstd)
+        ctx.set_materialize_grads(False)  # no zero tensors for the statistics' (absent) gradients
         return y, mean, invstd
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor, *_: Any) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None, None]:
         x, weight, mean, invstd, y = ctx.saved_tensors
         mask = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        if gy is None:  # the output did not reach the loss
+            return None, None, None, None, None, None
         grads = None if torch.is_grad_enabled() else _kernels.bn_backward(gy, x, mean, invstd, weight, mask, y)
         if grads is None:  # PyTorch's backward, differentiable (its double backward is exact)
             if y is not None:  # the ReLU's backward first

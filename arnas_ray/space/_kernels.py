@@ -196,7 +196,7 @@ def bn_forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     C = x.shape[1]
     M = x.numel() // C
     y = torch.empty_like(x, memory_format=torch.channels_last)
-    mean, invstd = torch.empty(2, C).unbind(0)
+    mean, invstd = torch.empty(C), torch.empty(C)
     if lib.bn_forward(x.data_ptr(), y.data_ptr(), _ptr(weight), _ptr(bias), mean.data_ptr(), invstd.data_ptr(),
                       M, C, eps, _threads(M * C * 32), int(relu)) != 0:
         return None

@@ -77,7 +77,7 @@ def build_run(genotype: Genotype, config: RetrainConfig, data: DataSplits, devic
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+                                weight_decay=config.weight_decay, foreach=True)  # as the search's
     out = Path(out_dir) if out_dir is not None else None
     return RunState(genotype, config, data, device, model, optimizer, meta, out)
 
