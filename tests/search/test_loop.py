@@ -148,3 +148,25 @@ def test_paired_attacks_give_the_same_search(data, order, monkeypatch):
     for h1, h2 in zip(paired.history, separate.history):
         assert h1["gamma_last"] == pytest.approx(h2["gamma_last"], abs=1e-4)
         assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-4)
+
+
+def test_foreach_weight_step_is_bit_identical(data, monkeypatch):
+    """The weight optimiser runs with ``foreach=True`` (one call per operation for all tensors):
+    a whole search gives exactly the alphas and the weights of the per-tensor loop."""
+    import arnas_ray.search.loop as loop
+
+    real = torch.optim.SGD
+    made = []
+
+    def sgd(*args, **kw):
+        made.append(kw.get("foreach"))
+        return real(*args, **{**kw, "foreach": foreach})
+
+    results = {}
+    monkeypatch.setattr(loop.torch.optim, "SGD", sgd)
+    for foreach in (True, False):
+        results[foreach] = run_search(_config(epochs=1), data)
+    assert made == [True, True]  # the search asks for it
+    for t, rows in results[True].alphas.items():
+        assert torch.equal(torch.tensor(rows), torch.tensor(results[False].alphas[t])), t
+    assert results[True].history[0]["train_loss"] == results[False].history[0]["train_loss"]
