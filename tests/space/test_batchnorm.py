@@ -4,6 +4,8 @@ used only where it applies, and PyTorch's own kernel everywhere else."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -74,19 +76,22 @@ def test_gradient_in_any_layout_and_only_what_is_asked() -> None:
     assert out is not None and out[0] is None and out[2] is None and out[1] is not None
 
 
+def _second(fn: Callable[..., tuple[torch.Tensor, ...]], x: torch.Tensor,
+            w: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """Gradients (input, weight) of a function of the first-order gradients of ``fn``'s output."""
+    assert w is not None
+    xs, ws = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
+    y = fn(xs, ws, None, EPS)[0]
+    gx, gw = torch.autograd.grad((y.sin() * y).sum(), (xs, ws), create_graph=True)
+    return torch.autograd.grad(gx.pow(2).sum() + gw.pow(2).sum(), (xs, ws))
+
+
 @needs_kernel
 def test_double_backward_is_pytorchs() -> None:
     """A differentiable backward (create_graph) runs PyTorch's, whose double backward is exact."""
     x, w, _ = _inputs((4, 8, 5, 5), "weight", seed=3)
-
-    def second(fn):  # type: ignore[no-untyped-def]
-        xs, ws = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)  # type: ignore[union-attr]
-        y = fn(xs, ws, None, EPS)[0]
-        gx, gw = torch.autograd.grad((y.sin() * y).sum(), (xs, ws), create_graph=True)
-        return torch.autograd.grad(gx.pow(2).sum() + gw.pow(2).sum(), (xs, ws))
-
-    ours = second(batch_norm_train)
-    ref = second(lambda *a: torch.native_batch_norm(a[0], a[1], a[2], None, None, True, 0.0, a[3]))
+    ours = _second(batch_norm_train, x, w)
+    ref = _second(lambda *a: torch.native_batch_norm(a[0], a[1], a[2], None, None, True, 0.0, a[3]), x, w)
     for a, r in zip(ours, ref):
         torch.testing.assert_close(a, r, rtol=1e-3, atol=1e-3)
 
@@ -164,12 +169,5 @@ def test_fused_relu_mask_in_the_kernel() -> None:
 def test_fused_relu_double_backward() -> None:
     """A differentiable backward of ``relu=True`` (``order: exact``) is PyTorch's, exact."""
     x, w, _ = _inputs((4, 8, 5, 5), "weight", seed=4)
-
-    def second(fn):  # type: ignore[no-untyped-def]
-        xs, ws = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)  # type: ignore[union-attr]
-        y = fn(xs, ws, None, EPS)[0]
-        gx, gw = torch.autograd.grad((y.sin() * y).sum(), (xs, ws), create_graph=True)
-        return torch.autograd.grad(gx.pow(2).sum() + gw.pow(2).sum(), (xs, ws))
-
-    for a, r in zip(second(_with_relu), second(_relu_ref)):
+    for a, r in zip(_second(_with_relu, x, w), _second(_relu_ref, x, w)):
         torch.testing.assert_close(a, r, rtol=1e-3, atol=1e-3)
