@@ -28,17 +28,21 @@ from arnas_ray.space import _kernels
 __all__ = ["batch_norm_train"]
 
 
+def _forward(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, lib: Any,
+             relu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The kernel's forward where ``lib`` is given and it applies, else PyTorch's (then ReLU)."""
+    out = None if lib is None else _kernels.bn_forward(x, weight, bias, eps, lib, relu)
+    if out is not None:
+        return out
+    y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+    return (torch.relu(y) if relu else y), mean, invstd
+
+
 class _TrainBN(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float,
                 lib: Any, relu: bool) -> tuple[Tensor, Tensor, Tensor]:
-        out = _kernels.bn_forward(x, weight, bias, eps, lib, relu)
-        if out is None:
-            y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
-            if relu:
-                y = y.relu_()
-        else:
-            y, mean, invstd = out
+        y, mean, invstd = _forward(x, weight, bias, eps, lib, relu)
         ctx.save_for_backward(x, weight, mean, invstd, y if relu else None)
         ctx.eps = eps
         ctx.mark_non_differentiable(mean, invstd)
@@ -69,8 +73,5 @@ def batch_norm_train(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps:
     if lib is not None and torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         out: tuple[Tensor, Tensor, Tensor] = _TrainBN.apply(x, weight, bias, eps, lib, relu)
         return out
-    done = None if lib is None else _kernels.bn_forward(x, weight, bias, eps, lib, relu)
-    if done is not None:
-        return done
-    y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
-    return (torch.relu(y) if relu else y), mean, invstd
+    # no autograd node: nothing needs a gradient, or PyTorch's own (differentiable) ops run
+    return _forward(x, weight, bias, eps, lib, relu)

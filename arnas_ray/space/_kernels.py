@@ -127,7 +127,7 @@ def _load(path: Path) -> ctypes.CDLL | None:
 
 def available() -> bool:
     """Whether the compiled kernel is in use on this machine."""
-    return os.environ.get(ENV, "1") != "0" and library() is not None
+    return _enabled() is not None
 
 
 def _threads(macs: int) -> int:
